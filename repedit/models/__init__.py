@@ -1,0 +1,8 @@
+"""Model loading: packaged real models, HF models, toy memorisation models."""
+
+from .handle import MatrixRef, ModelHandle
+from .loader import load, load_hf, wrap_hf
+from .registry import DEFAULT_MODEL, PACKAGED, converted_dir, is_cached, is_installed
+
+__all__ = ["DEFAULT_MODEL", "PACKAGED", "MatrixRef", "ModelHandle", "converted_dir", "is_cached",
+           "is_installed", "load", "load_hf", "wrap_hf"]
