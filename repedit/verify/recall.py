@@ -1,0 +1,156 @@
+"""What the model knows: greedy accuracy and length-normalised answer probability per form.
+
+- Question forms (`chat: true`) are asked in the model's chat template when it has one.
+- Answer probability = exp(mean log-prob of the answer tokens) right after the prompt.
+- Multiple choice is scored lm-eval style: the option with the highest mean log-prob as a
+  continuation wins; its "probability" is the softmax of those scores over the options, and the
+  chance level (1 / #options) is reported beside it.
+- Greedy accuracy: the answer (or an alias) appears, case-insensitively, in the greedy
+  continuation of `max_new_tokens` tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..models.handle import pad_rows
+from ..suites import FORMS, Fact
+
+
+def _prompt_ids(handle, prompt: str, chat: bool) -> list[int]:
+    return handle.encode([prompt], chat=chat)["input_ids"][0].tolist()
+
+
+def _answer_ids(handle, answer: str, chat: bool) -> list[int]:
+    text = answer if chat and handle.chat_template else " " + answer
+    return handle.tokenizer.encode(text, add_special_tokens=False)
+
+
+@torch.no_grad()
+def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
+                          batch_size: int = 16) -> list[float]:
+    """Mean log-prob per token of each continuation after its prompt (token id lists)."""
+    if len(prompts) != len(continuations):
+        raise InputError("prompts and continuations must have the same length")
+    out: list[float] = []
+    for i in range(0, len(prompts), batch_size):
+        rows = [p + c for p, c in zip(prompts[i: i + batch_size], continuations[i: i + batch_size])]
+        batch = pad_rows(rows, handle.pad_id)
+        logp = torch.log_softmax(handle.logits(batch["input_ids"], batch["attention_mask"]).float(), -1)
+        for j, (p, c) in enumerate(zip(prompts[i: i + batch_size], continuations[i: i + batch_size])):
+            if not c:
+                raise InputError("empty continuation")
+            pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
+            out.append(float(logp[j, pos, torch.tensor(c)].mean()))
+    return out
+
+
+@torch.no_grad()
+def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
+    """Greedy continuations (decoded text) of token-id prompts, batched with left padding."""
+    texts: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i: i + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), handle.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, p in enumerate(chunk):
+            ids[j, width - len(p):] = torch.tensor(p)
+            mask[j, width - len(p):] = 1
+        gen = handle.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=handle.pad_id)
+        texts.extend(handle.tokenizer.decode(g[width:], skip_special_tokens=True) for g in gen)
+    return texts
+
+
+def _mentions(text: str, answers: Sequence[str]) -> bool:
+    low = text.lower()
+    return any(a.lower() in low for a in answers if a)
+
+
+@dataclass(frozen=True)
+class FormScore:
+    accuracy: float          # greedy accuracy (mc: argmax accuracy)
+    probability: float       # mean length-normalised answer probability
+    n: int
+    chance: float | None = None
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    """Recall of one suite: per-form summary and per-fact detail."""
+
+    model: str
+    forms: dict[str, FormScore]
+    per_fact: list[dict] = field(repr=False)
+
+    @property
+    def mean_accuracy(self) -> float:
+        return sum(f.accuracy for f in self.forms.values()) / len(self.forms)
+
+    @property
+    def mean_probability(self) -> float:
+        return sum(f.probability for f in self.forms.values()) / len(self.forms)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "forms": {k: asdict(v) for k, v in self.forms.items()},
+                "mean_accuracy": self.mean_accuracy, "mean_probability": self.mean_probability,
+                "per_fact": self.per_fact}
+
+
+def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_new_tokens: int = 24,
+           batch_size: int = 16, progress: bool = True) -> RecallResult:
+    """Measure each fact in each requested form; see the module docstring for the metrics."""
+    if not facts:
+        raise InputError("recall() needs at least one fact (load one with repedit.suites.load_suite)")
+    bad = [f for f in forms if f not in FORMS]
+    if bad:
+        raise InputError(f"unknown forms {bad}; valid forms: {list(FORMS)}")
+    per_fact = [{"id": f.id, "answer": f.answer} for f in facts]
+    scores: dict[str, FormScore] = {}
+    for form in tqdm(forms, disable=not progress, desc="recall forms"):
+        specs = [f.forms[form] for f in facts]
+        if form == "mc":
+            prompts, conts, owner = [], [], []
+            for k, spec in enumerate(specs):
+                p = _prompt_ids(handle, spec["prompt"], False)
+                for opt in spec["options"]:
+                    prompts.append(p)
+                    conts.append(_answer_ids(handle, opt, False))
+                    owner.append(k)
+            lps = continuation_logprobs(handle, prompts, conts, batch_size)
+            acc = probs = 0.0
+            for k, spec in enumerate(specs):
+                mine = torch.tensor([lp for lp, o in zip(lps, owner) if o == k])
+                p_correct = float(torch.softmax(mine, 0)[spec["answer_index"]])
+                ok = int(mine.argmax()) == spec["answer_index"]
+                per_fact[k][form] = {"correct": ok, "probability": p_correct}
+                acc += ok
+                probs += p_correct
+            scores[form] = FormScore(acc / len(facts), probs / len(facts), len(facts),
+                                     chance=1 / len(specs[0]["options"]))
+            continue
+        prompts = [_prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
+        conts = [_answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
+        lps = continuation_logprobs(handle, prompts, conts, batch_size)
+        outs = greedy(handle, prompts, max_new_tokens, batch_size)
+        acc = probs = 0.0
+        for k, (f, lp, text) in enumerate(zip(facts, lps, outs)):
+            ok = _mentions(text, f.answers)
+            per_fact[k][form] = {"correct": ok, "probability": math.exp(lp), "output": text}
+            acc += ok
+            probs += math.exp(lp)
+        scores[form] = FormScore(acc / len(facts), probs / len(facts), len(facts))
+    return RecallResult(model=handle.id, forms=scores, per_fact=per_fact)
+
+
+def known_facts(handle, facts: Sequence[Fact], form: str = "blank", max_new_tokens: int = 12) -> list[Fact]:
+    """The facts whose greedy answer in `form` is correct (the model 'knows' them)."""
+    res = recall(handle, facts, forms=[form], max_new_tokens=max_new_tokens, progress=False)
+    return [f for f, d in zip(facts, res.per_fact) if d[form]["correct"]]
