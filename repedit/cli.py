@@ -18,6 +18,12 @@ app = typer.Typer(help="repedit: locate, edit, attack, verify and export represe
 console = Console()
 
 
+def _register_subcommands() -> None:
+    from .locate.cli import app as locate_app
+
+    app.add_typer(locate_app, name="locate")
+
+
 def _write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +114,9 @@ def perplexity_cmd(model: str = typer.Option("smollm2-135m"), corpus: str = type
 
 
 @app.command("build-probes")
-def build_probes(out: Path = typer.Option(None, help="output folder (default probes/facts)")):
+def build_probes(out: Path = typer.Option(None, help="output folder (default probes/facts)"),
+                 wiki_dump: Path = typer.Option(None, help="gensim's enwiki ...-shortened.bz2: rebuild probes/text/wiki.*"),
+                 held_out: int = typer.Option(150, help="paragraphs kept aside as wiki.heldout")):
     """Regenerate the fact suites from offline packages (needs the [data] extra)."""
     from .suites import probes_dir
     from .suites.build import build_all
@@ -116,6 +124,14 @@ def build_probes(out: Path = typer.Option(None, help="output folder (default pro
     counts = build_all(out or probes_dir() / "facts")
     for name, n in counts.items():
         console.print(f"{name}: {n} facts")
+    if wiki_dump is not None:
+        from .suites.wikitext import extract
+
+        paras = extract(wiki_dump)
+        text_dir = probes_dir() / "text"
+        (text_dir / "wiki.train.txt").write_text("\n".join(paras[:-held_out]) + "\n")
+        (text_dir / "wiki.heldout.txt").write_text("\n".join(paras[-held_out:]) + "\n")
+        console.print(f"wiki: {len(paras) - held_out} train + {held_out} held-out paragraphs")
 
 
 @app.command()
@@ -144,6 +160,9 @@ def demo(model: str = typer.Option("smollm2-135m")):
         res = recall(handle, load_suite(suite, limit=8), progress=False)
         console.print(f"recall on 8 {suite}: " + ", ".join(f"{k} {v.accuracy:.2f}" for k, v in res.forms.items()))
     console.print(f"demo done in {time.perf_counter() - t0:.0f}s")
+
+
+_register_subcommands()
 
 
 def main() -> None:

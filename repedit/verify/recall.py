@@ -34,15 +34,24 @@ def _answer_ids(handle, answer: str, chat: bool) -> list[int]:
 
 @torch.no_grad()
 def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
-                          batch_size: int = 16) -> list[float]:
-    """Mean log-prob per token of each continuation after its prompt (token id lists)."""
+                          batch_size: int = 16, writes: dict | None = None) -> list[float]:
+    """Mean log-prob per token of each continuation after its prompt (token id lists).
+
+    `writes` ({(layer, point): fn}) runs the forward with those activation rewrites (torch backend).
+    """
     if len(prompts) != len(continuations):
         raise InputError("prompts and continuations must have the same length")
     out: list[float] = []
     for i in range(0, len(prompts), batch_size):
         rows = [p + c for p, c in zip(prompts[i: i + batch_size], continuations[i: i + batch_size])]
         batch = pad_rows(rows, handle.pad_id)
-        logp = torch.log_softmax(handle.logits(batch["input_ids"], batch["attention_mask"]).float(), -1)
+        if writes:
+            from ..backends.base import get_backend
+
+            logits = get_backend(handle, "torch").run(batch["input_ids"], batch["attention_mask"], writes=writes).logits
+        else:
+            logits = handle.logits(batch["input_ids"], batch["attention_mask"])
+        logp = torch.log_softmax(logits.float(), -1)
         for j, (p, c) in enumerate(zip(prompts[i: i + batch_size], continuations[i: i + batch_size])):
             if not c:
                 raise InputError("empty continuation")
@@ -148,6 +157,21 @@ def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_n
             probs += math.exp(lp)
         scores[form] = FormScore(acc / len(facts), probs / len(facts), len(facts))
     return RecallResult(model=handle.id, forms=scores, per_fact=per_fact)
+
+
+def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blank", "paraphrase", "adversarial"),
+                    writes: dict | None = None, batch_size: int = 16) -> torch.Tensor:
+    """Length-normalised answer log-prob of each fact, averaged over `forms` (no mc): [n_facts]."""
+    if "mc" in forms:
+        raise InputError("answer_logprobs() scores free-text forms; leave out 'mc'")
+    prompts, conts = [], []
+    for form in forms:
+        for f in facts:
+            spec = f.forms[form]
+            prompts.append(_prompt_ids(handle, spec["prompt"], spec["chat"]))
+            conts.append(_answer_ids(handle, f.answer, spec["chat"]))
+    lps = torch.tensor(continuation_logprobs(handle, prompts, conts, batch_size, writes=writes))
+    return lps.view(len(forms), len(facts)).mean(0)
 
 
 def known_facts(handle, facts: Sequence[Fact], form: str = "blank", max_new_tokens: int = 12) -> list[Fact]:

@@ -1,0 +1,175 @@
+"""`repedit locate ...`: run a locator on the real model, print a table, write JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+
+app = typer.Typer(help="Find where a concept, fact or property lives (tables, JSON, plots).", no_args_is_help=True)
+console = Console()
+
+
+def _save(json_out: Path | None, payload: dict, plot_values=None, **plot_kw) -> None:
+    if json_out is None:
+        return
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(payload, indent=2))
+    console.print(f"wrote {json_out}")
+    if plot_values is not None:
+        from ..plots import bars
+
+        console.print(f"wrote {bars(plot_values, json_out.with_suffix('.png'), **plot_kw)}")
+
+
+def _layers(spec: str | None, n_layers: int) -> list[int] | None:
+    if not spec:
+        return None
+    if "-" in spec:
+        a, b = spec.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(x) for x in spec.split(",")]
+
+
+def _fact(suite: str, subject: str):
+    from ..suites import load_suite
+
+    facts = load_suite(suite)
+    match = [f for f in facts if f.subject.lower() == subject.lower()]
+    if not match:
+        raise InputError(f"no fact about {subject!r} in suite {suite!r}; subjects include "
+                         f"{[f.subject for f in facts[:8]]}")
+    return match[0], [f for f in facts if f is not match[0]]
+
+
+@app.command("concept-vectors")
+def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g. 'Paris'"),
+                        words: str = typer.Option(None, help="comma-separated concept words (default: the name)"),
+                        model: str = typer.Option("smollm2-135m"), layers: str = typer.Option(None, help="e.g. 20-29"),
+                        top: int = typer.Option(10), validate_suite: str = typer.Option(None, help="fact suite for the causal check"),
+                        subject: str = typer.Option(None, help="subject of the target fact in that suite"),
+                        json_out: Path = typer.Option(None, "--json")):
+    """Rank MLP value vectors by vocabulary projection; optionally validate the best causally."""
+    from ..models import load
+    from .causal import check_columns
+    from .concept_vectors import concept_vectors
+
+    handle = load(model)
+    loc = concept_vectors(handle, concept, words.split(",") if words else None,
+                          layers=_layers(layers, handle.n_layers), n_candidates=top)
+    table = Table(title=f"concept vectors for {concept!r} (tokens: {', '.join(loc.concept_tokens[:8])})")
+    for col in ("layer", "column", "hits@200", "best rank", "top projected tokens"):
+        table.add_column(col)
+    for c in loc.candidates:
+        table.add_row(str(c.layer), str(c.column), str(c.hits), str(c.best_rank), " ".join(repr(t) for t in c.top_tokens[:8]))
+    console.print(table)
+    payload = loc.to_dict()
+    if validate_suite and subject:
+        target, others = _fact(validate_suite, subject)
+        best = loc.candidates[0]
+        check = check_columns(handle, best.layer, [best.column], [target], others[:6])
+        console.print(f"causal check of layer {best.layer} column {best.column}: answer log-prob drop "
+                      f"{check.target_drop:.4f} on {subject}, {check.other_drop:.4f} on others, "
+                      f"{check.random_drop:.4f} for random columns -> specific: {check.specific}")
+        payload["causal_check"] = check.to_dict()
+    first = loc.candidates[0].layer if loc.candidates else -1
+    _save(json_out, payload, list(loc.hits_per_layer), title=f"best concept-token hits per layer: {concept}",
+          ylabel="hits in top-200", highlight=[first])
+
+
+@app.command("neurons")
+def neurons_cmd(suite: str = typer.Option("capitals"), subject: str = typer.Option(..., help="e.g. France"),
+                model: str = typer.Option("smollm2-135m"), json_out: Path = typer.Option(None, "--json")):
+    """Knowledge neurons of one fact (integrated gradients), with suppress/amplify checks."""
+    from ..models import load
+    from .causal import check_neurons
+    from .knowledge_neurons import knowledge_neurons
+
+    handle = load(model)
+    fact, others = _fact(suite, subject)
+    kn = knowledge_neurons(handle, fact)
+    table = Table(title=f"knowledge neurons of {fact.id} (p = {kn.threshold_share:.2f}, {kn.seconds:.0f}s)")
+    table.add_column("layer")
+    table.add_column("unit")
+    for layer, unit in kn.neurons:
+        table.add_row(str(layer), str(unit))
+    console.print(table)
+    payload = kn.to_dict()
+    if kn.neurons:
+        sup = check_neurons(handle, kn.by_layer(), [fact], others[:6], factor=0.0)
+        amp = check_neurons(handle, kn.by_layer(), [fact], others[:6], factor=2.0, n_random=0)
+        console.print(f"suppress: drop {sup.target_drop:.4f} on target, {sup.other_drop:.4f} on others, "
+                      f"{sup.random_drop:.4f} for random neurons; amplify: drop {amp.target_drop:.4f} (negative = up)")
+        payload.update(suppress=sup.to_dict(), amplify=amp.to_dict())
+    _save(json_out, payload, kn.layer_max_attr, title=f"max IG attribution per layer: {fact.id}", ylabel="attribution",
+          highlight=sorted({layer for layer, _ in kn.neurons}))
+
+
+@app.command("sae")
+def sae_cmd(sae_dir: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), "--sae"),
+            model: str = typer.Option("smollm2-135m"),
+            known_suite: str = typer.Option("capitals"), unknown_suite: str = typer.Option("unknown-entities"),
+            top: int = typer.Option(10), json_out: Path = typer.Option(None, "--json")):
+    """Latents separating entities the model knows from made-up ones."""
+    from ..models import load
+    from ..saes import load_sae
+    from ..suites import load_suite
+    from .sae_features import known_unknown_latents
+
+    handle = load(model)
+    sae = load_sae(sae_dir)
+    known = [f.subject for f in load_suite(known_suite)][:40]
+    unknown = [f.subject.removeprefix("the Republic of ") for f in load_suite(unknown_suite)][:40]
+    k, u = known_unknown_latents(handle, sae, known, unknown, top=top)
+    for loc in (k, u):
+        table = Table(title=f"{loc.description} at {loc.site} (probe on codes: {loc.extra['probe_accuracy']:.2f})")
+        for col in ("latent", "rate known", "rate unknown"):
+            table.add_column(col)
+        for f in loc.features:
+            table.add_row(str(f.latent), f"{f.target:.2f}", f"{f.control:.2f}")
+        console.print(table)
+    _save(json_out, {"known": k.to_dict(), "unknown": u.to_dict()},
+          [f.score for f in k.features] + [-f.score for f in u.features],
+          title="known (left) vs unknown (right) entity latents", ylabel="firing-rate difference", xlabel="latent",
+          labels=[str(f.latent) for f in k.features + u.features])
+
+
+@app.command("probe")
+def probe_cmd(positive_suite: str = typer.Option("capitals"), negative_suite: str = typer.Option("elements"),
+              frame: str = typer.Option("Tell me about {subject}.", help="text frame around each subject"),
+              point: str = typer.Option("resid_post"), layers: str = typer.Option(None, help="default: every 3rd layer"),
+              method: str = typer.Option("logistic"), model: str = typer.Option("smollm2-135m"),
+              json_out: Path = typer.Option(None, "--json")):
+    """Cross-validated linear probe per layer separating two suites' subjects."""
+    from ..capture import capture
+    from ..models import load
+    from ..sites import Site
+    from ..suites import load_suite
+    from .probes import fit_probe
+
+    handle = load(model)
+    pos = [frame.format(subject=f.subject) for f in load_suite(positive_suite)]
+    neg = [frame.format(subject=f.subject) for f in load_suite(negative_suite)]
+    chosen = _layers(layers, handle.n_layers) or list(range(0, handle.n_layers, 3))
+    sites = [Site(layer, point) for layer in chosen]
+    t0 = time.perf_counter()
+    acts = capture(handle, pos + neg, sites)
+    labels = [1] * len(pos) + [0] * len(neg)
+    table = Table(title=f"{method} probe: {positive_suite} vs {negative_suite} ({len(pos)}+{len(neg)} texts)")
+    for col in ("site", "cv accuracy", "chance"):
+        table.add_column(col)
+    results = []
+    for s in sites:
+        p = fit_probe(acts[s], labels, method=method, site=s)
+        results.append({"site": str(s), "layer": s.layer, "cv_accuracy": p.cv_accuracy, "chance": p.chance})
+        table.add_row(str(s), f"{p.cv_accuracy:.3f}", f"{p.chance:.2f}")
+    console.print(table)
+    console.print(f"{time.perf_counter() - t0:.1f}s")
+    _save(json_out, {"results": results}, [r["cv_accuracy"] for r in results], title="probe accuracy per layer",
+          ylabel="cv accuracy", labels=[str(s.layer) for s in sites])
