@@ -134,6 +134,32 @@ def build_probes(out: Path = typer.Option(None, help="output folder (default pro
         console.print(f"wiki: {len(paras) - held_out} train + {held_out} held-out paragraphs")
 
 
+@app.command("train-sae")
+def train_sae(out: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help="output directory (sae-lens format)"),
+              model: str = typer.Option("smollm2-135m"), layer: int = typer.Option(15),
+              point: str = typer.Option("resid_post"), d_sae: int = typer.Option(2048), k: int = typer.Option(32),
+              n_tokens: int = typer.Option(400_000), context: int = typer.Option(128),
+              batch_size: int = typer.Option(4096), epochs: int = typer.Option(2), lr: float = typer.Option(4e-4),
+              outlier_factor: float = typer.Option(3.0), seed: int = typer.Option(0),
+              force: bool = typer.Option(False, help="replace an existing directory")):
+    """Train a TopK SAE with sae-lens on real text, evaluate it on held-out text, save it."""
+    from .models import load
+    from .saes import SAETrainConfig, evaluate, save, train
+
+    cfg = SAETrainConfig(model=model, layer=layer, point=point, d_sae=d_sae, k=k, n_tokens=n_tokens, context=context,
+                         batch_size=batch_size, epochs=epochs, lr=lr, outlier_factor=outlier_factor, seed=seed)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    handle = load(model)
+    sae, _acts, timings = train(handle, cfg)
+    t0 = time.perf_counter()
+    quality = evaluate(handle, sae, layer, point, outlier_factor=outlier_factor)
+    timings["eval_seconds"] = time.perf_counter() - t0
+    save(sae, out, cfg, quality, timings, force=force)
+    console.print_json(data={"quality": quality, **timings})
+    console.print(f"saved {out}")
+
+
 @app.command()
 def demo(model: str = typer.Option("smollm2-135m")):
     """A short real tour: load the default model, complete a fact, capture a site, measure recall."""

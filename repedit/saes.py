@@ -58,21 +58,30 @@ class SAETrainConfig:
         return hook_name((self.layer, Point(self.point)))
 
 
+def text_chunks(handle, texts: list[str], context: int) -> list[str]:
+    """Split documents into pieces of about `context` tokens (pieces under 16 tokens are dropped)."""
+    chunks = []
+    for t in texts:
+        ids = handle.tokenizer.encode(t, add_special_tokens=False)
+        chunks.extend(handle.tokenizer.decode(ids[i: i + context]) for i in range(0, len(ids) - 16, context))
+    return chunks
+
+
+def drop_outliers(rows: torch.Tensor, outlier_factor: float) -> torch.Tensor:
+    """Rows whose norm is at most `outlier_factor` × the median norm (massive activations out)."""
+    norms = rows.norm(dim=-1)
+    return rows[norms <= outlier_factor * norms.median()]
+
+
 def collect(handle, site_layer: int, point: str, texts: list[str], n_tokens: int, context: int,
             outlier_factor: float, progress: bool = True) -> torch.Tensor:
     """Activations [n, d] of real text at (layer, point), without position 0 and norm outliers."""
     site = Site(site_layer, point, position=None)
-    chunks, out, total = [], [], 0
-    for t in texts:
-        ids = handle.tokenizer.encode(t, add_special_tokens=False)
-        for i in range(0, len(ids) - 16, context):
-            chunks.append(handle.tokenizer.decode(ids[i: i + context]))
+    chunks, out, total = text_chunks(handle, texts, context), [], 0
     bar = tqdm(total=n_tokens, disable=not progress, desc=f"collect {site}")
     for i in range(0, len(chunks), 64):
         got = capture(handle, chunks[i: i + 64], [site], batch_size=16, max_length=context + 1, progress=False)[site]
-        rows = torch.cat([g[1:] for g in got])
-        norms = rows.norm(dim=-1)
-        rows = rows[norms <= outlier_factor * norms.median()]
+        rows = drop_outliers(torch.cat([g[1:] for g in got]), outlier_factor)
         out.append(rows)
         total += len(rows)
         bar.update(len(rows))
@@ -121,14 +130,9 @@ def evaluate(handle, sae, layer: int, point: str = "resid_post", texts: list[str
     """Explained variance, L0, dead-latent fraction and CE-loss recovered on held-out text."""
     texts = texts or load_text("wiki", "heldout")
     site = Site(layer, point, position=None)
-    chunks = []
-    for t in texts:
-        ids = handle.tokenizer.encode(t, add_special_tokens=False)
-        chunks.extend(handle.tokenizer.decode(ids[i: i + context]) for i in range(0, len(ids) - 16, context))
+    chunks = text_chunks(handle, texts, context)
     got = capture(handle, chunks, [site], batch_size=16, max_length=context + 1, progress=False)[site]
-    rows = torch.cat([g[1:] for g in got])
-    norms = rows.norm(dim=-1)
-    rows = rows[norms <= outlier_factor * norms.median()].float()
+    rows = drop_outliers(torch.cat([g[1:] for g in got]), outlier_factor).float()
     feats = sae.encode(rows)
     recon = sae.decode(feats)
     ev = 1 - float(((rows - recon) ** 2).sum() / ((rows - rows.mean(0)) ** 2).sum())

@@ -35,3 +35,19 @@ def test_gemma_backends_agree_with_torch_and_hf(gemma, backend):
     a = ref.acts
     torch.testing.assert_close(a[(9, Point.RESID_PRE)] + a[(9, Point.ATTN_OUT)] + a[(9, Point.MLP_OUT)],
                                a[(9, Point.RESID_POST)], atol=1e-2, rtol=1e-4)
+
+
+def test_concept_vectors_on_gemma_layout(gemma):
+    from repedit.locate.causal import check_columns
+    from repedit.locate.concept_vectors import concept_vectors
+    from repedit.suites import load_suite
+
+    loc = concept_vectors(gemma, "Paris", ["Paris", "France", "French"], layers=[15, 16, 17], n_candidates=3,
+                          progress=False)
+    best = loc.candidates[0]
+    assert best.hits >= 3 and any("Paris" in t or "France" in t or "French" in t for t in best.top_tokens[:50])
+    facts = load_suite("capitals")
+    target = [f for f in facts if f.subject == "France"]
+    others = load_suite("elements")[:3]
+    check = check_columns(gemma, best.layer, [best.column], target, others, n_random=2)
+    assert check.target_drop > check.random_drop, check

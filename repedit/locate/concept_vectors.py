@@ -44,9 +44,9 @@ class ConceptVectorLocation:
                                 "top_tokens": list(c.top_tokens[:20])} for c in self.candidates]}
 
 
-def concept_token_ids(tokenizer, words: Sequence[str], min_cover: float = 0.6) -> list[int]:
+def concept_token_ids(tokenizer, words: Sequence[str], min_cover: float = 0.75) -> list[int]:
     """Tokens standing for each word in its common surface forms (' Word', 'Word', ' word', ' WORD'):
-    the whole form when it is one token, else its first token if that covers at least `min_cover`
+    the whole form when it is one token, else its first token if it covers at least `min_cover`
     of the word's characters (so 'French' -> ' French', but never a stray 'f' or 'par')."""
     if isinstance(words, str) or not words:
         raise InputError("concept words must be a non-empty list of strings, e.g. ['Paris', 'French']")

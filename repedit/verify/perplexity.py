@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..models.handle import pad_rows
 
 
 @torch.no_grad()
@@ -21,12 +22,8 @@ def perplexity(handle, texts: Sequence[str], *, max_length: int = 256, batch_siz
     nll, count = 0.0, 0
     for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="perplexity"):
         rows = [handle.tokenizer.encode(t, add_special_tokens=True)[:max_length] for t in texts[i: i + batch_size]]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), handle.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = torch.tensor(r)
-            mask[j, : len(r)] = 1
+        batch = pad_rows(rows, handle.pad_id)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         logits = handle.logits(ids, mask).float()
         logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
         valid = mask[:, 1:].bool()
