@@ -139,7 +139,7 @@ def train_sae(out: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help=
               model: str = typer.Option("smollm2-135m"), layer: int = typer.Option(15),
               point: str = typer.Option("resid_post"), d_sae: int = typer.Option(2048), k: int = typer.Option(32),
               n_tokens: int = typer.Option(400_000), context: int = typer.Option(128),
-              batch_size: int = typer.Option(4096), epochs: int = typer.Option(2), lr: float = typer.Option(4e-4),
+              batch_size: int = typer.Option(1024), epochs: int = typer.Option(2), lr: float = typer.Option(5e-3),
               outlier_factor: float = typer.Option(3.0), seed: int = typer.Option(0),
               force: bool = typer.Option(False, help="replace an existing directory")):
     """Train a TopK SAE with sae-lens on real text, evaluate it on held-out text, save it."""

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .backends.base import get_backend
 from .capture import capture
 from .errors import ConfigError, InputError, ModelNotFoundError
-from .models.cache import atomic_dir
+from .models.cache import atomic_dir, cache_root
 from .sites import Point, Site
 from .suites import load_text
 
@@ -38,9 +38,9 @@ class SAETrainConfig:
     k: int = 32
     n_tokens: int = 400_000          # training activations collected
     context: int = 128               # tokens per text chunk
-    batch_size: int = 4096           # training batch (activations)
+    batch_size: int = 1024           # training batch (activations)
     epochs: int = 2
-    lr: float = 4e-4
+    lr: float = 5e-3                 # high: TopK on scaled activations learns slowly at 4e-4 (measured)
     outlier_factor: float = 3.0
     seed: int = 0
 
@@ -93,6 +93,23 @@ def collect(handle, site_layer: int, point: str, texts: list[str], n_tokens: int
     return torch.cat(out)[:n_tokens]
 
 
+def cached_activations(handle, cfg: SAETrainConfig, progress: bool = True) -> torch.Tensor:
+    """Training activations, collected once per (model, site, corpus settings) and cached (fp16)."""
+    from safetensors.torch import load_file, save_file
+
+    key = f"{cfg.model}-{cfg.point}.{cfg.layer}-n{cfg.n_tokens}-c{cfg.context}-o{cfg.outlier_factor}"
+    path = cache_root() / "activations" / f"{key}.safetensors"
+    if path.exists():
+        return load_file(str(path))["acts"].float()
+    texts = load_text("wiki", "train") + load_text("news", "train")
+    acts = collect(handle, cfg.layer, cfg.point, texts, cfg.n_tokens, cfg.context, cfg.outlier_factor, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"acts": acts.half().contiguous()}, str(tmp))
+    tmp.replace(path)
+    return acts
+
+
 def train(handle, cfg: SAETrainConfig, progress: bool = True):
     """Collect activations and train a sae-lens TopK SAE; returns (sae, activations, seconds dict)."""
     from sae_lens import LoggingConfig, TopKTrainingSAE, TopKTrainingSAEConfig
@@ -100,19 +117,24 @@ def train(handle, cfg: SAETrainConfig, progress: bool = True):
     from sae_lens.training.sae_trainer import SAETrainer
 
     t0 = time.perf_counter()
-    texts = load_text("wiki", "train") + load_text("news", "train")
-    acts = collect(handle, cfg.layer, cfg.point, texts, cfg.n_tokens, cfg.context, cfg.outlier_factor, progress)
+    acts = cached_activations(handle, cfg, progress)
     t_collect = time.perf_counter() - t0
+    # Train on activations scaled to mean norm sqrt(d) (the raw stream has norm ~170 and a large
+    # mean), then fold the scale back into the weights so the saved SAE reads raw activations.
+    scale = float(acts.norm(dim=-1).mean() / acts.shape[1] ** 0.5)
+    data = acts / scale
     torch.manual_seed(cfg.seed)
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=acts.shape[1], d_sae=cfg.d_sae, k=cfg.k, dtype="float32",
-                                                device="cpu"))
+                                                device="cpu", rescale_acts_by_decoder_norm=False))
+    with torch.no_grad():  # start the decoder bias at the data mean (the residual stream is far from 0)
+        sae.b_dec.copy_(data.mean(0))
     g = torch.Generator().manual_seed(cfg.seed)
 
     def batches():
         while True:
-            perm = torch.randperm(len(acts), generator=g)
+            perm = torch.randperm(len(data), generator=g)
             for i in range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size):
-                yield acts[perm[i: i + cfg.batch_size]]
+                yield data[perm[i: i + cfg.batch_size]]
 
     total = cfg.n_tokens * cfg.epochs
     trainer_cfg = SAETrainerConfig(total_training_samples=total, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
@@ -121,7 +143,19 @@ def train(handle, cfg: SAETrainConfig, progress: bool = True):
                                    logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=10)
     t1 = time.perf_counter()
     sae = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches()).fit()
-    return sae, acts, {"collect_seconds": t_collect, "train_seconds": time.perf_counter() - t1}
+    fold_input_scale(sae, scale)
+    return sae, acts, {"collect_seconds": t_collect, "train_seconds": time.perf_counter() - t1, "input_scale": scale}
+
+
+@torch.no_grad()
+def fold_input_scale(sae, scale: float) -> None:
+    """Make an SAE trained on x / scale read and reconstruct raw x (exact when latents are not
+    rescaled by decoder norms): W_enc /= scale, W_dec *= scale, b_dec *= scale."""
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+        raise ConfigError("cannot fold a scale into an SAE that rescales latents by decoder norm")
+    sae.W_enc.div_(scale)
+    sae.W_dec.mul_(scale)
+    sae.b_dec.mul_(scale)
 
 
 @torch.no_grad()
