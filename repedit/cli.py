@@ -149,7 +149,9 @@ def train_sae(out: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help=
     cfg = SAETrainConfig(model=model, layer=layer, point=point, d_sae=d_sae, k=k, n_tokens=n_tokens, context=context,
                          batch_size=batch_size, epochs=epochs, lr=lr, outlier_factor=outlier_factor, seed=seed)
     if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it")
+        from .errors import ConfigError
+
+        raise ConfigError(f"{out} exists; pass --force to replace it")
     handle = load(model)
     sae, _acts, timings = train(handle, cfg)
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from ..backends.base import get_backend
 from ..errors import InputError
 from ..sites import Point
 from ..suites import Fact
-from ..verify.recall import _answer_ids, _prompt_ids
+from ..verify.recall import answer_ids, prompt_ids
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,12 @@ def knowledge_neurons(handle, fact: Fact, *, forms: Sequence[str] = ("blank", "p
     shared = torch.zeros(len(layers), handle.d_mlp)
     for other in contrast:
         spec = other.forms["blank"]
-        shared += integrated_gradients(handle, _prompt_ids(handle, spec["prompt"], spec["chat"]),
-                                       _answer_ids(handle, other.answer, spec["chat"])[0], layers, steps) / len(contrast)
+        shared += integrated_gradients(handle, prompt_ids(handle, spec["prompt"], spec["chat"]),
+                                       answer_ids(handle, other.answer, spec["chat"])[0], layers, steps) / len(contrast)
     for form in tqdm(forms, disable=not progress, desc=f"knowledge neurons: {fact.id}"):
         spec = fact.forms[form]
-        prompt = _prompt_ids(handle, spec["prompt"], spec["chat"])
-        target = _answer_ids(handle, fact.answer, spec["chat"])[0]
+        prompt = prompt_ids(handle, spec["prompt"], spec["chat"])
+        target = answer_ids(handle, fact.answer, spec["chat"])[0]
         attr = integrated_gradients(handle, prompt, target, layers, steps) - shared   # [L, d_mlp]
         layer_max += attr.max(dim=1).values / len(forms)
         keep = torch.nonzero(attr >= rel_threshold * attr.max())

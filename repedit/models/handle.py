@@ -129,14 +129,15 @@ class ModelHandle:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def pad_rows(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad token rows: input_ids and attention_mask [batch, seq]."""
+def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad token rows on `side` ("right", or "left" for generation): input_ids and attention_mask [batch, seq]."""
     if any(len(r) == 0 for r in rows):
         raise InputError("a text encoded to zero tokens; pass non-empty text")
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
+        cols = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
+        ids[i, cols] = torch.tensor(r, dtype=torch.long)
+        mask[i, cols] = 1
     return {"input_ids": ids, "attention_mask": mask}

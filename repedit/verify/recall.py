@@ -23,11 +23,11 @@ from ..models.handle import pad_rows
 from ..suites import FORMS, Fact
 
 
-def _prompt_ids(handle, prompt: str, chat: bool) -> list[int]:
+def prompt_ids(handle, prompt: str, chat: bool) -> list[int]:
     return handle.encode([prompt], chat=chat)["input_ids"][0].tolist()
 
 
-def _answer_ids(handle, answer: str, chat: bool) -> list[int]:
+def answer_ids(handle, answer: str, chat: bool) -> list[int]:
     text = answer if chat and handle.chat_template else " " + answer
     return handle.tokenizer.encode(text, add_special_tokens=False)
 
@@ -65,13 +65,9 @@ def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch
     """Greedy continuations (decoded text) of token-id prompts, batched with left padding."""
     texts: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i: i + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), handle.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(chunk):
-            ids[j, width - len(p):] = torch.tensor(p)
-            mask[j, width - len(p):] = 1
+        batch = pad_rows(list(prompts[i: i + batch_size]), handle.pad_id, side="left")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        width = ids.shape[1]
         gen = handle.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                     do_sample=False, pad_token_id=handle.pad_id)
         texts.extend(handle.tokenizer.decode(g[width:], skip_special_tokens=True) for g in gen)
@@ -128,10 +124,10 @@ def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_n
         if form == "mc":
             prompts, conts, owner = [], [], []
             for k, spec in enumerate(specs):
-                p = _prompt_ids(handle, spec["prompt"], False)
+                p = prompt_ids(handle, spec["prompt"], False)
                 for opt in spec["options"]:
                     prompts.append(p)
-                    conts.append(_answer_ids(handle, opt, False))
+                    conts.append(answer_ids(handle, opt, False))
                     owner.append(k)
             lps = continuation_logprobs(handle, prompts, conts, batch_size)
             acc = probs = 0.0
@@ -145,8 +141,8 @@ def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_n
             scores[form] = FormScore(acc / len(facts), probs / len(facts), len(facts),
                                      chance=1 / len(specs[0]["options"]))
             continue
-        prompts = [_prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
-        conts = [_answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
+        prompts = [prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
+        conts = [answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
         lps = continuation_logprobs(handle, prompts, conts, batch_size)
         outs = greedy(handle, prompts, max_new_tokens, batch_size)
         acc = probs = 0.0
@@ -168,8 +164,8 @@ def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blan
     for form in forms:
         for f in facts:
             spec = f.forms[form]
-            prompts.append(_prompt_ids(handle, spec["prompt"], spec["chat"]))
-            conts.append(_answer_ids(handle, f.answer, spec["chat"]))
+            prompts.append(prompt_ids(handle, spec["prompt"], spec["chat"]))
+            conts.append(answer_ids(handle, f.answer, spec["chat"]))
     lps = torch.tensor(continuation_logprobs(handle, prompts, conts, batch_size, writes=writes))
     return lps.view(len(forms), len(facts)).mean(0)
 
