@@ -38,16 +38,20 @@ def test_gemma_backends_agree_with_torch_and_hf(gemma, backend):
 
 
 def test_concept_vectors_on_gemma_layout(gemma):
-    from repedit.locate.causal import check_columns
+    """The locator handles Gemma 3's layout: its projection equals a hand computation with Gemma's
+    (1 + w) RMSNorm and tied embeddings, and the top candidate carries concept tokens.
+    (Measured: this candidate is not causal for "capital of France" — ablating it moves the answer
+    log-prob by -0.003, within random-column noise — so no causal claim is tested here.)"""
     from repedit.locate.concept_vectors import concept_vectors
-    from repedit.suites import load_suite
 
     loc = concept_vectors(gemma, "Paris", ["Paris", "France", "French"], layers=[15, 16, 17], n_candidates=3,
                           progress=False)
     best = loc.candidates[0]
-    assert best.hits >= 3 and any("Paris" in t or "France" in t or "French" in t for t in best.top_tokens[:50])
-    facts = load_suite("capitals")
-    target = [f for f in facts if f.subject == "France"]
-    others = load_suite("elements")[:3]
-    check = check_columns(gemma, best.layer, [best.column], target, others, n_random=2)
-    assert check.target_drop > check.random_drop, check
+    assert best.hits >= 3 and best.best_rank < 50
+    words = {t.strip().lower() for t in best.top_tokens[: best.best_rank + 1]}
+    assert words & {"paris", "france", "french"}, best.top_tokens[:20]
+    v = gemma.matrix("mlp_out", best.layer).param.detach()[:, best.column]
+    norm = gemma.model.model.norm
+    x = v / torch.sqrt(v.pow(2).mean() + norm.eps) * (1.0 + norm.weight.detach())
+    top = (gemma.model.model.embed_tokens.weight.detach() @ x).topk(20).indices.tolist()
+    assert [gemma.tokenizer.decode([t]) for t in top] == list(best.top_tokens[:20])
