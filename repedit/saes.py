@@ -49,7 +49,7 @@ class SAETrainConfig:
             raise ConfigError("need 0 < k < d_sae")
         if self.n_tokens < self.batch_size:
             raise ConfigError("n_tokens must be at least one batch")
-        Point(self.point)
+        Site(self.layer, self.point)  # an unknown point raises SiteNotFoundError listing the valid ones
 
     @property
     def hook_name(self) -> str:

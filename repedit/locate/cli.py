@@ -28,7 +28,7 @@ def _save(json_out: Path | None, payload: dict, plot_values=None, **plot_kw) -> 
         console.print(f"wrote {bars(plot_values, json_out.with_suffix('.png'), **plot_kw)}")
 
 
-def _layers(spec: str | None, n_layers: int) -> list[int] | None:
+def _layers(spec: str | None) -> list[int] | None:
     if not spec:
         return None
     if "-" in spec:
@@ -62,7 +62,7 @@ def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g
 
     handle = load(model)
     loc = concept_vectors(handle, concept, words.split(",") if words else None,
-                          layers=_layers(layers, handle.n_layers), n_candidates=top)
+                          layers=_layers(layers), n_candidates=top)
     table = Table(title=f"concept vectors for {concept!r} (tokens: {', '.join(loc.concept_tokens[:8])})")
     for col in ("layer", "column", "hits@200", "best rank", "top projected tokens"):
         table.add_column(col)
@@ -156,7 +156,7 @@ def probe_cmd(positive_suite: str = typer.Option("capitals"), negative_suite: st
     handle = load(model)
     pos = [frame.format(subject=f.subject) for f in load_suite(positive_suite)]
     neg = [frame.format(subject=f.subject) for f in load_suite(negative_suite)]
-    chosen = _layers(layers, handle.n_layers) or list(range(0, handle.n_layers, 3))
+    chosen = _layers(layers) or list(range(0, handle.n_layers, 3))
     sites = [Site(layer, point) for layer in chosen]
     t0 = time.perf_counter()
     acts = capture(handle, pos + neg, sites)

@@ -131,6 +131,8 @@ class ModelHandle:
 
 def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
     """Pad token rows on `side` ("right", or "left" for generation): input_ids and attention_mask [batch, seq]."""
+    if side not in ("right", "left"):
+        raise InputError(f"side must be 'right' or 'left', got {side!r}")
     if any(len(r) == 0 for r in rows):
         raise InputError("a text encoded to zero tokens; pass non-empty text")
     width = max(len(r) for r in rows)
