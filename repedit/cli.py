@@ -21,7 +21,10 @@ console = Console()
 def _register_subcommands() -> None:
     from .locate.cli import app as locate_app
 
+    from .verify.cli import register as register_verify
+
     app.add_typer(locate_app, name="locate")
+    register_verify(app)
 
 
 def _write_json(path: Path | None, payload: dict) -> None:
