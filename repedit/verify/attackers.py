@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .features import PoolFeatures, pool_features
-from .loo import logistic_group_loo, mlp_group_loo, per_group_accuracy, standardise
+from .loo import correct, logistic_group_loo, mlp_group_loo, per_group_accuracy, standardise
 from .pools import Pool
 
 
@@ -97,7 +97,7 @@ def _features(model_or_features, pool: Pool | None, depths: Sequence[int], **kw)
 def _accuracy(feats: PoolFeatures, depth: int, variant: ProbeVariant) -> float:
     X, y, groups = feats.task(feats.depths.index(depth), "memorised", "paraphrase_c")
     p = variant.loo_proba(standardise(X), y, groups)
-    return float(per_group_accuracy((p > 0.5) == (y == 1), groups).mean())
+    return float(per_group_accuracy(correct(p - 0.5, y == 1), groups).mean())
 
 
 def probe_variants_attack(model_or_features, pool: Pool | None = None, *, depths: Sequence[int],

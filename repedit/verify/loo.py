@@ -79,7 +79,7 @@ def naive_ridge_group_loo(X: np.ndarray, y: np.ndarray, groups: np.ndarray, alph
 
 
 def logistic_group_loo(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, C: float = 1.0,
-                       seed: int = 0, warm: bool = True, max_iter: int = 2000) -> np.ndarray:
+                       seed: int = 0, warm: bool = True, max_iter: int = 2000, tol: float = 1e-4) -> np.ndarray:
     """Held-out P(y=1) of L2 logistic regression per left-out group (y in {0, 1})."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -93,10 +93,10 @@ def logistic_group_loo(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, C: f
     out = np.empty(len(y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        full = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(X, y) if warm else None
+        full = LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed).fit(X, y) if warm else None
         for g in np.unique(groups):
             test = groups == g
-            clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed, warm_start=warm)
+            clf = LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed, warm_start=warm)
             if warm:
                 clf.coef_, clf.intercept_ = full.coef_.copy(), full.intercept_.copy()
             clf.fit(X[~test], y[~test])
@@ -122,6 +122,15 @@ def mlp_group_loo(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: t
             clf.fit(X[~test], y[~test])
             out[test] = clf.predict_proba(X[test])[:, 1]
     return out
+
+
+TIE = 1e-6   # |decision value| below this is a tie (identical features give ~1e-7 noise): half right
+
+
+def correct(decision: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """1 where the sign of `decision` matches `positive` (bool), 0 where not, 0.5 on a tie."""
+    hit = ((decision > 0) == positive).astype(np.float64)
+    return np.where(np.abs(decision) < TIE, 0.5, hit)
 
 
 def per_group_accuracy(correct: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..models.handle import ModelHandle
 from ..models.toy import exact_recall
 from .features import PoolFeatures, pool_features
-from .loo import per_group_accuracy
+from .loo import correct, per_group_accuracy
 from .pools import toy_pool
 from .signature import ALPHA, depth_curve, t_interval
 
@@ -111,7 +111,7 @@ def _cross(train: PoolFeatures, test: PoolFeatures, di: int, alpha: float) -> np
     A = Z.T @ Z + alpha * np.diag(np.r_[np.ones(Z.shape[1] - 1), 0.0])
     w = np.linalg.solve(A, Z.T @ (2.0 * ya - 1.0))
     pred = np.hstack([(Xb - mu) / sd, np.ones((len(Xb), 1))]) @ w
-    return per_group_accuracy((pred > 0) == (yb == 1), gb)
+    return per_group_accuracy(correct(pred, yb == 1), gb)
 
 
 def natural_vs_injected(toy: ModelHandle, injection: Injection | None = None, *, n_keys: int = 24,

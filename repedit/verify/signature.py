@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from .features import PoolFeatures, pool_features
-from .loo import per_group_accuracy, ridge_group_loo, standardise
+from .loo import correct, per_group_accuracy, ridge_group_loo, standardise
 from .pools import Pool
 
 ALPHA = 100.0   # ridge penalty in z-scored space; chosen on SmolLM2-135M (probes/memorised/README.md)
@@ -155,7 +155,7 @@ def loo_accuracy(feats: PoolFeatures, pos: str, neg: str, *, alpha: float = ALPH
             Y.append(ys)
         Y = np.stack(Y, axis=1)
         pred = ridge_group_loo(standardise(X), 2.0 * Y - 1.0, groups, alpha=alpha)
-        out.append(per_group_accuracy((pred > 0) == (Y == 1), groups))
+        out.append(per_group_accuracy(correct(pred, Y == 1), groups))
     return np.stack(out)
 
 
