@@ -94,7 +94,7 @@ def test_default_model_gap_positive_and_controls_flat(smol_signature, tmp_path):
     assert res.depths == list(range(31)) and res.n_views == 8
     lo, _hi = res.curve.gap_ci[res.peak_index]
     assert res.peak_gap > 0.2 and lo > 0.0, res.table()        # memorisation-specific signal somewhere
-    assert res.curve.true_loo[res.peak_index] > 0.75
+    assert res.curve.true_loo[res.peak_index] > 0.7, res.table()
     shuf = np.array(res.shuffled_true_loo)
     assert np.all(np.abs(shuf.mean(0) - 0.5) < 0.06), res.table()   # shuffled labels sit at chance
     rnd = np.array(res.random_init.gap)
@@ -110,7 +110,7 @@ def test_toy_signature_and_shuffled_control(toy):
     res = signature(toy, toy_pool(toy), shuffle_seeds=range(5), progress=False)
     assert res.peak_depth == toy.n_layers and res.peak_gap > 0.15, res.table()
     assert res.curve.gap_ci[res.peak_index][0] > 0
-    assert np.all(np.abs(np.array(res.shuffled_true_loo) - 0.5) < 0.05)
+    assert np.all(np.abs(np.mean(res.shuffled_true_loo, axis=0) - 0.5) < 0.04), res.table()
     assert max(abs(g) for g in res.random_init.gap) < 0.12, res.table()
 
 

@@ -1,0 +1,187 @@
+"""Export an edited model as a plain Hugging Face directory, with a manifest and the edits.
+
+Layout of the output directory:
+- model.safetensors, config.json, generation_config.json, tokenizer files: `AutoModelForCausalLM.
+  from_pretrained(dir)` loads it with no repedit installed;
+- manifest.json: repedit version, base model, every edit (method, config, target, deltas and their
+  ranks), per-tensor sha256 before and after, and the logit check made after writing;
+- edits.safetensors: every delta's factors (`<edit>.<delta>.u|v|q`) — re-applying them to the
+  original weights reproduces the export bit-exactly (`reapply`);
+- originals.safetensors: the original values of the touched tensors, so `revert` is exact even for
+  projections (which lose information).
+Writes go to a temporary sibling directory that is renamed into place only after the check passed.
+Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .edits.base import Edit, EditError, LowRankDelta, ProjectorDelta, tensor_sha256
+from .edits.stack import EditStack
+from .errors import InputError, ReprEditError
+
+CHECK_TEXTS = ("The capital of France is", "Licensed under the Apache License, Version 2.0",
+               "def main():\n    print(")
+
+
+class ExportError(ReprEditError, OSError):
+    """The export could not be written or did not reproduce the in-memory model."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    n_edits: int
+    max_logit_diff: float
+    seconds: float
+
+
+def _delta_record(prefix: str, d) -> tuple[dict, dict[str, torch.Tensor]]:
+    kind = "low_rank" if isinstance(d, LowRankDelta) else "projector"
+    rec = {"param": d.param, "kind": kind, "rank": d.rank, "tensors": {}}
+    if isinstance(d, ProjectorDelta):
+        rec["side"] = d.side
+    tensors = {}
+    for name, t in d.tensors().items():
+        key = f"{prefix}.{name}"
+        tensors[key] = t.detach().contiguous().cpu()
+        rec["tensors"][name] = key
+    return rec, tensors
+
+
+def _edit_record(i: int, e: Edit) -> tuple[dict, dict[str, torch.Tensor]]:
+    deltas, tensors = [], {}
+    for j, d in enumerate(e.deltas):
+        rec, ts = _delta_record(f"{i}.{j}", d)
+        deltas.append(rec)
+        tensors.update(ts)
+    return {"method": e.method, "model_id": e.model_id, "config": e.config, "target": e.target,
+            "stats": e.stats, "deltas": deltas}, tensors
+
+
+@torch.no_grad()
+def _logits(model, tokenizer, texts) -> torch.Tensor:
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True)
+    return model(**enc).logits.float()
+
+
+def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bool = False,
+           check_texts=CHECK_TEXTS, atol: float = 1e-5) -> ExportResult:
+    """Write `handle`'s current weights as a plain HF model plus manifest and edits (see module doc)."""
+    from transformers import AutoModelForCausalLM
+
+    t0 = time.perf_counter()
+    if handle.is_toy:
+        raise ExportError("toy models are TransformerLens models and cannot be exported as Hugging Face "
+                          "directories; export a Hugging Face model (e.g. smollm2-135m)")
+    if stack is not None and stack.handle is not handle:
+        raise InputError("the EditStack belongs to a different handle")
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} exists; pass force=True (CLI: --force) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        handle.model.save_pretrained(tmp, safe_serialization=True)
+        handle.tokenizer.save_pretrained(tmp)
+        edits = list(stack.edits) if stack else []
+        records, tensors, originals, before = [], {}, {}, {}
+        for i, e in enumerate(edits):
+            rec, ts = _edit_record(i, e)
+            records.append(rec)
+            tensors.update(ts)
+        for snap in (stack._snapshots if stack else []):       # earliest snapshot = original value
+            for name, t in snap.items():
+                originals.setdefault(name, t.contiguous().cpu())
+        params = dict(handle.model.named_parameters())
+        for name, t in originals.items():
+            before[name] = {"sha256_before": tensor_sha256(t), "sha256_after": tensor_sha256(params[name]),
+                            "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+        if tensors:
+            save_file(tensors, str(tmp / "edits.safetensors"))
+            save_file(originals, str(tmp / "originals.safetensors"))
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=next(handle.model.parameters()).dtype)
+        reloaded.eval()
+        tok = handle.tokenizer
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        diff = float((_logits(reloaded, tok, check_texts) - _logits(handle.model, tok, check_texts)).abs().max())
+        if not diff <= atol:
+            raise ExportError(f"reloaded logits differ from the in-memory model by {diff:.3g} (> {atol}); "
+                              "nothing was written")
+        manifest = {
+            "format": "repedit-export/1", "repedit_version": __version__, "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "base_model": {"id": handle.id, "source": handle.source},
+            "edits": records, "tensors": before,
+            "journal": stack.to_dict() if stack else [],
+            "check": {"texts": list(check_texts), "max_abs_logit_diff": diff, "atol": atol},
+            "load": "transformers.AutoModelForCausalLM.from_pretrained(<this directory>)",
+            "revert": "repedit.export.revert(<this directory>) restores the original tensors exactly",
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out, len(records), diff, round(time.perf_counter() - t0, 2))
+
+
+def read_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        raise ExportError(f"{path} is not a repedit export (no manifest.json)")
+    return json.loads((path / "manifest.json").read_text())
+
+
+def load_edits(path: str | Path) -> list[Edit]:
+    """The edits stored in an export, as Edit values (apply them to the original model with an EditStack)."""
+    path = Path(path)
+    man = read_manifest(path)
+    if not man["edits"]:
+        return []
+    tensors = load_file(str(path / "edits.safetensors"))
+    edits = []
+    for rec in man["edits"]:
+        deltas = []
+        for d in rec["deltas"]:
+            t = {k: tensors[v] for k, v in d["tensors"].items()}
+            deltas.append(LowRankDelta(d["param"], t["u"], t["v"]) if d["kind"] == "low_rank"
+                          else ProjectorDelta(d["param"], t["q"], d["side"]))
+        edits.append(Edit(rec["method"], tuple(deltas), rec["model_id"], rec["config"], rec["target"], rec["stats"]))
+    return edits
+
+
+def revert(path: str | Path, model) -> None:
+    """Put the original tensors of an export back into `model` (a model loaded from that export)."""
+    path = Path(path)
+    man = read_manifest(path)
+    if not man["tensors"]:
+        return
+    originals = load_file(str(path / "originals.safetensors"))
+    params = dict(model.named_parameters())
+    for name, info in man["tensors"].items():
+        if name not in params:
+            raise EditError(f"parameter {name} of the manifest is not in this model")
+        if tensor_sha256(params[name]) != info["sha256_after"]:
+            raise EditError(f"{name} is not the exported value (sha256 differs); revert only an unmodified export")
+    with torch.no_grad():
+        for name in man["tensors"]:
+            params[name].copy_(originals[name])
