@@ -21,10 +21,14 @@ console = Console()
 def _register_subcommands() -> None:
     from .locate.cli import app as locate_app
 
+    from .edits.cli import app as edit_app
+    from .edits.cli import register_export
     from .verify.cli import register as register_verify
 
     app.add_typer(locate_app, name="locate")
+    app.add_typer(edit_app, name="edit")
     register_verify(app)
+    register_export(app)
 
 
 def _write_json(path: Path | None, payload: dict) -> None:

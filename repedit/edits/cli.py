@@ -1,0 +1,129 @@
+"""`repedit edit rocr | value-vectors | neurons` and `repedit export`: build, show, export edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+
+app = typer.Typer(help="Edit the model's weights (reversible, exportable).", no_args_is_help=True)
+console = Console()
+FORMS = ("qa", "blank", "paraphrase", "adversarial")
+
+
+def _ints(spec: str) -> list[int]:
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {spec!r}") from None
+
+
+def _facts(suite: str | None, subjects: list[str]):
+    if not suite:
+        return []
+    from ..suites import load_suite
+
+    facts = load_suite(suite)
+    return [f for f in facts if f.subject in subjects]
+
+
+def _show_and_export(handle, edit, facts, out: Path | None, force: bool) -> None:
+    from ..verify.recall import answer_logprobs
+    from .stack import EditStack
+
+    if out is not None and out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it")
+    before = answer_logprobs(handle, facts, FORMS).exp() if facts else None
+    stack = EditStack(handle)
+    stack.push(edit)
+    console.print(f"applied {edit.method}: rank per tensor {edit.rank}; stats {edit.stats}")
+    if facts:
+        after = answer_logprobs(handle, facts, FORMS).exp()
+        table = Table(title="answer probability (mean of qa, blank, paraphrase, adversarial)")
+        for col in ("fact", "before", "after"):
+            table.add_column(col)
+        for f, b, a in zip(facts, before, after):
+            table.add_row(f.id, f"{b:.3f}", f"{a:.3f}")
+        console.print(table)
+    if out is not None:
+        from ..export import export
+
+        res = export(handle, out, stack, force=force)
+        console.print(f"exported to {res.path} (reloaded logits differ by {res.max_logit_diff:.2g}) in {res.seconds}s")
+
+
+@app.command("rocr")
+def rocr_cmd(target: str = typer.Option(..., help="concept to redirect, e.g. France"),
+             redirect_to: str = typer.Option(..., help="harmless concept it should read as"),
+             model: str = typer.Option("smollm2-135m"), layers: str = typer.Option(None, help="e.g. 4,5,6"),
+             suite: str = typer.Option("capitals", help="suite whose facts about the target are shown"),
+             out: Path = typer.Option(None, help="export the edited model here"),
+             force: bool = typer.Option(False, help="replace an existing export")):
+    """Rank-one concept redirection (training-free, null-space protected)."""
+    from .. import load
+    from .rocr import ROCR, ROCRConfig
+
+    handle = load(model)
+    cfg = ROCRConfig(layers=tuple(_ints(layers))) if layers else ROCRConfig()
+    rocr = ROCR(handle, cfg, progress=True)
+    _show_and_export(handle, rocr.edit(target, redirect_to), _facts(suite, [target]), out, force)
+
+
+@app.command("value-vectors")
+def value_vectors_cmd(layer: int = typer.Option(...), columns: str = typer.Option(..., help="e.g. 1321,697"),
+                      mode: str = typer.Option("zero", help="zero | noise"), noise_std: float = typer.Option(0.1),
+                      model: str = typer.Option("smollm2-135m"), suite: str = typer.Option(None),
+                      subject: str = typer.Option(None, help="fact subject to show before/after"),
+                      out: Path = typer.Option(None), force: bool = typer.Option(False)):
+    """Zero or perturb concept-vector columns of W_out (from `repedit locate concept-vectors`)."""
+    from .. import load
+    from .ablate import value_vector_edit
+
+    handle = load(model)
+    edit = value_vector_edit(handle, layer, _ints(columns), mode=mode, noise_std=noise_std)
+    _show_and_export(handle, edit, _facts(suite, [subject] if subject else []), out, force)
+
+
+@app.command("neurons")
+def neurons_cmd(neurons: str = typer.Option(..., help="layer:unit pairs, e.g. 21:522,29:1285"),
+                factor: float = typer.Option(0.0, help="0 suppresses, 2 amplifies"),
+                model: str = typer.Option("smollm2-135m"), suite: str = typer.Option(None),
+                subject: str = typer.Option(None), out: Path = typer.Option(None), force: bool = typer.Option(False)):
+    """Scale knowledge neurons (from `repedit locate neurons`) as a weight edit."""
+    from .. import load
+    from .ablate import neuron_edit
+
+    handle = load(model)
+    groups: dict[int, list[int]] = {}
+    for pair in neurons.split(","):
+        try:
+            layer, unit = (int(x) for x in pair.split(":"))
+        except ValueError:
+            raise InputError(f"neurons are layer:unit pairs, got {pair!r}") from None
+        groups.setdefault(layer, []).append(unit)
+    edit = neuron_edit(handle, groups, factor=factor)
+    _show_and_export(handle, edit, _facts(suite, [subject] if subject else []), out, force)
+
+
+def register_export(root: typer.Typer) -> None:
+    @root.command("export")
+    def export_cmd(source: Path = typer.Option(..., "--from", help="an earlier export whose edits to re-apply"),
+                   out: Path = typer.Option(..., help="new export directory"),
+                   model: str = typer.Option("smollm2-135m", help="the original model the edits were made for"),
+                   force: bool = typer.Option(False)):
+        """Re-apply an export's edits (edits.safetensors) to the original model and export again."""
+        from .. import load
+        from ..export import export, load_edits
+        from .stack import EditStack
+
+        handle = load(model)
+        stack = EditStack(handle)
+        for e in load_edits(source):
+            stack.push(e)
+        res = export(handle, out, stack, force=force)
+        console.print(f"re-applied {len(stack)} edits; exported to {res.path} "
+                      f"(reloaded logits differ by {res.max_logit_diff:.2g})")

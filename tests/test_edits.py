@@ -1,0 +1,121 @@
+"""Edit machinery beyond the contract: transactions, ROCR's guarantees, SAE clamping, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from repedit.edits import Edit, EditError, EditStack, LowRankDelta, ProjectorDelta
+from repedit.edits.ablate import SAEClamp, value_vector_edit
+from repedit.edits.rocr import ROCR, ROCRConfig
+from repedit.errors import ConfigError, InputError
+from repedit.suites import load_suite
+from repedit.verify.recall import answer_logprobs
+
+CFG = ROCRConfig(stats_tokens=6_000)
+FORMS = ("qa", "blank", "paraphrase", "adversarial")
+
+
+def _weights(h):
+    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
+
+
+def test_multi_delta_edit_is_all_or_nothing(smol):
+    w0 = _weights(smol)
+    good = value_vector_edit(smol, 29, [1321]).deltas[0]
+    ref = smol.matrix("mlp_out", 3)
+    bad = LowRankDelta(ref.name, torch.full((smol.d_model, 1), float("inf")), torch.ones(smol.d_mlp, 1))
+    with pytest.raises(EditError):
+        EditStack(smol).push(Edit("two", (good, bad), smol.id))
+    assert all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())
+    with pytest.raises(EditError, match="once per edit"):
+        Edit("dup", (good, good), smol.id)
+
+
+def test_temporarily_reverts_on_exception_and_projector_delta(smol):
+    w0 = _weights(smol)
+    ref = smol.matrix("mlp_out", 5)
+    q = torch.linalg.qr(torch.randn(smol.d_model, 2, generator=torch.Generator().manual_seed(0)))[0].T
+    proj = Edit("project", (ProjectorDelta(ref.name, q, "rows"),), smol.id)
+    stack = EditStack(smol)
+    with pytest.raises(RuntimeError, match="boom"):
+        with stack.temporarily(proj):
+            w = dict(smol.model.named_parameters())[ref.name]
+            assert torch.allclose(q @ w, torch.zeros(2, smol.d_mlp), atol=1e-4)   # direction never written
+            raise RuntimeError("boom")
+    assert len(stack) == 0 and all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())
+    with pytest.raises(EditError, match="orthonormal"):
+        ProjectorDelta(ref.name, 2 * q)
+
+
+def test_rocr_config_validation():
+    with pytest.raises(ConfigError):
+        ROCRConfig(layers=(6, 5))
+    with pytest.raises(ConfigError):
+        ROCRConfig(contexts=("Tell me about {} please",))
+
+
+def test_rocr_forgets_target_keeps_neighbours_and_sequential_edits_hold(smol):
+    caps = {f.subject: f for f in load_suite("capitals")}
+    targets = [caps["France"], caps["Germany"]]
+    neighbours = [caps[s] for s in ("Japan", "Italy", "Spain", "Egypt", "China", "India")]
+    base_t = answer_logprobs(smol, targets, FORMS).exp()
+    base_n = answer_logprobs(smol, neighbours, FORMS).exp()
+    rocr = ROCR(smol, CFG)
+    with pytest.raises(InputError):
+        rocr.edit("France", "France")
+    stack = EditStack(smol)
+    first = rocr.edit("France", "the Republic of Talathia")
+    assert first.stats["residual_norm_after"] < 0.5 * first.stats["residual_norm_before"]
+    stack.push(first)
+    after_first = answer_logprobs(smol, targets, FORMS).exp()
+    assert after_first[0] < 0.25 * base_t[0]                       # France's capital is gone
+    assert after_first[1] > 0.7 * base_t[1]                        # Germany's is not
+    stack.push(rocr.edit("Germany", "the Republic of Kavodor"))
+    after = answer_logprobs(smol, targets, FORMS).exp()
+    assert after[0] < 0.25 * base_t[0] and after[1] < 0.25 * base_t[1]   # the second edit did not undo the first
+    kept = answer_logprobs(smol, neighbours, FORMS).exp()
+    assert float((kept / base_n).mean()) > 0.75
+    # null-space protection: keys of general text are (almost) unchanged by the edit
+    P = rocr.projectors[CFG.layers[0]]
+    d = first.deltas[0]
+    assert torch.allclose(d.v[:, 0], P @ d.v[:, 0], atol=1e-5)
+    stack.revert_all()
+    torch.testing.assert_close(answer_logprobs(smol, targets, FORMS).exp(), base_t, atol=0, rtol=0)
+
+
+def test_sae_clamp_is_a_hook_not_a_weight_edit(smol):
+    from repedit.saes import load_sae
+
+    sae = load_sae("saes/smollm2-135m-L15-topk")
+    batch = smol.encode(["The capital of France is Paris, and the capital of Italy is"])
+    base = smol.logits(batch["input_ids"], batch["attention_mask"])
+    clamp = SAEClamp(sae, latents=tuple(range(0, 2048, 4)), value=0.0)
+    with clamp.active(smol):
+        steered = smol.logits(batch["input_ids"], batch["attention_mask"])
+    assert (steered - base).abs().max() > 1e-3
+    assert torch.equal(smol.logits(batch["input_ids"], batch["attention_mask"]), base)   # hook removed
+    with pytest.raises(InputError, match="cannot be merged"):
+        EditStack(smol).push(clamp)
+    with pytest.raises(InputError):
+        SAEClamp(sae, latents=(5,), value=1.0, scale=2.0)
+
+
+def test_cli_edit_and_export_roundtrip(smol, tmp_path):
+    from typer.testing import CliRunner
+
+    from repedit.cli import app
+
+    out = tmp_path / "france-zero"
+    r = CliRunner().invoke(app, ["edit", "value-vectors", "--layer", "29", "--columns", "1321",
+                                 "--suite", "capitals", "--subject", "France", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "exported" in r.output and (out / "manifest.json").exists()
+    again = tmp_path / "again"
+    r = CliRunner().invoke(app, ["export", "--from", str(out), "--out", str(again)])
+    assert r.exit_code == 0, r.output
+    m1 = json.loads((out / "manifest.json").read_text())["tensors"]
+    m2 = json.loads((again / "manifest.json").read_text())["tensors"]
+    assert m1 == m2                                                   # re-applied edits are byte-identical
+    r = CliRunner().invoke(app, ["export", "--from", str(out), "--out", str(again)])
+    assert r.exit_code != 0                                          # refuses to overwrite without --force
