@@ -111,7 +111,9 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
         if tensors:
             save_file(tensors, str(tmp / "edits.safetensors"))
             save_file(originals, str(tmp / "originals.safetensors"))
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=next(handle.model.parameters()).dtype)
+        attn = getattr(handle.model.config, "_attn_implementation", None) or "eager"
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=next(handle.model.parameters()).dtype,
+                                                        attn_implementation=attn)   # like with like
         reloaded.eval()
         tok = handle.tokenizer
         diff = max(float((a - b).abs().max()) for a, b in
