@@ -7,7 +7,9 @@
 - time per edit (the one-time key statistics are reported separately);
 - sequential editing: the 10 edits pushed on one EditStack (earlier keys protected), then every
   target, neighbours, unrelated facts and perplexity measured again.
-Writes bench/rocr_effect.json.
+By default the keys of the remaining known countries (disjoint from targets and measured neighbours)
+are protected (`ROCR(..., protect=...)`); ROCR_PROTECT=0 runs without.
+Writes bench/rocr_effect.json (bench/rocr_effect_unprotected.json with ROCR_PROTECT=0).
 """
 
 import json
@@ -25,6 +27,9 @@ from repedit.edits.rocr import ROCR  # noqa: E402
 from repedit.suites import FORMS, load_suite, load_text  # noqa: E402
 from repedit.verify.perplexity import perplexity  # noqa: E402
 from repedit.verify.recall import recall  # noqa: E402
+
+
+PROTECT = os.environ.get("ROCR_PROTECT", "1") == "1"
 
 
 def summary(res):
@@ -50,7 +55,9 @@ def main():
     out["before"] = {"targets": measure(h, targets), "neighbours": measure(h, neighbours, ("blank", "qa")),
                      "unrelated": measure(h, unrelated, ("blank", "qa")), "perplexity": perplexity(h, news)}
     print("before", json.dumps(out["before"], indent=1)[:600], flush=True)
-    rocr = ROCR(h, progress=True)
+    protect = [f.subject for f in known[30:60]]          # other countries, disjoint from targets/neighbours
+    out["protected"] = protect if PROTECT else []
+    rocr = ROCR(h, progress=True, protect=protect if PROTECT else ())
     out["stats_seconds"] = rocr.stats_seconds
     single = []
     for f, inv in zip(targets, invented):
@@ -83,7 +90,8 @@ def main():
                          "unrelated": measure(h, unrelated, ("blank", "qa")), "perplexity": perplexity(h, news)}
     stack.revert_all()
     out["wall_seconds"] = time.perf_counter() - t_all
-    Path(__file__).with_suffix(".json").write_text(json.dumps(out, indent=1, default=str))
+    name = "rocr_effect.json" if PROTECT else "rocr_effect_unprotected.json"
+    (Path(__file__).parent / name).write_text(json.dumps(out, indent=1, default=str))
     b, s = out["before"], out["sequential"]
     print(f"targets mean accuracy {b['targets']['mean_accuracy']:.2f} -> single {np.mean([r['after']['mean_accuracy'] for r in single]):.2f}"
           f" -> sequential {s['targets']['mean_accuracy']:.2f}")

@@ -119,3 +119,19 @@ def test_cli_edit_and_export_roundtrip(smol, tmp_path):
     assert m1 == m2                                                   # re-applied edits are byte-identical
     r = CliRunner().invoke(app, ["export", "--from", str(out), "--out", str(again)])
     assert r.exit_code != 0                                          # refuses to overwrite without --force
+
+
+def test_rocr_protected_concepts_move_less(smol):
+    caps = {f.subject: f for f in load_suite("capitals")}
+    italy = [caps["Italy"]]
+    base = answer_logprobs(smol, italy, FORMS)
+    plain = ROCR(smol, CFG).edit("France", "the Republic of Talathia")
+    guarded = ROCR(smol, CFG, protect=["Italy", "Spain"])
+    assert guarded.stats_seconds == 0.0 and len(guarded.prior_keys[CFG.layers[0]]) == 2
+    protected = guarded.edit("France", "the Republic of Talathia")
+    stack = EditStack(smol)
+    with stack.temporarily(plain):
+        drift_plain = float((answer_logprobs(smol, italy, FORMS) - base).abs().mean())
+    with stack.temporarily(protected):
+        drift_guarded = float((answer_logprobs(smol, italy, FORMS) - base).abs().mean())
+    assert drift_guarded < drift_plain

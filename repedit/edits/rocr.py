@@ -10,6 +10,8 @@ of W_out at a few consecutive layers.
   C_l = E[kkᵀ] (general text) below `null_threshold` × the largest eigenvalue; with K_p the keys of
   earlier ROCR edits at this layer, a = (P(kkᵀ + K_pᵀK_p) + λI)⁻¹ P k and ΔW_out = r (P a)ᵀ
   (AlphaEdit's final update ΔP: keys of general text — the range of C — are left alone).
+- optional `protect=[concepts]`: their keys are added to K_p from the start, so edits keep the
+  model's response to them (MEMIT-style preservation; measured in bench/rocr_effect.py).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class ROCR:
     """Builds ROCR edits for one model; remembers earlier targets' keys so that a sequence of edits
     (pushed on one EditStack) does not undo itself."""
 
-    def __init__(self, handle, config: ROCRConfig | None = None, progress: bool = False):
+    def __init__(self, handle, config: ROCRConfig | None = None, progress: bool = False,
+                 protect: Sequence[str] = ()):
         self.handle = handle
         self.config = config or ROCRConfig()
         for layer in self.config.layers:
@@ -66,6 +69,11 @@ class ROCR:
         self.projectors = {l: (null_space(m, self.config.null_threshold) if self.config.use_null_space else eye)
                            for l, m in moments.items()}
         self.prior_keys: dict[int, list[torch.Tensor]] = {l: [] for l in self.config.layers}
+        # concepts to keep (MEMIT-style preservation): their keys join K_p from the start
+        self.protected = [str(c) for c in protect]
+        for concept in self.protected:
+            for layer, k in self._keys(concept).items():
+                self.prior_keys[layer].append(k.double())
 
     def _keys(self, concept: str) -> dict[int, torch.Tensor]:
         texts = [c.format(concept) for c in self.config.contexts]
@@ -119,7 +127,8 @@ class ROCR:
                     target={"concept": target, "redirect_to": redirect_to},
                     stats={"residual_norm_before": residual_norms[0], "residual_norm_after": final,
                            "seconds": round(time.perf_counter() - t0, 3),
-                           "prior_keys": len(self.prior_keys[cfg.layers[0]]) - (1 if remember else 0)})
+                           "prior_keys": len(self.prior_keys[cfg.layers[0]]) - (1 if remember else 0),
+                           "protected": len(self.protected)})
 
     def edits(self, pairs: Sequence[tuple[str, str]], stack) -> list[Edit]:
         """Sequential editing: build and push one edit per (target, redirect_to) onto `stack`."""
