@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from repedit.edits import Edit, EditError, EditStack, LowRankDelta, applied
+from repedit.edits import EditError, EditStack, LowRankDelta, applied
 from repedit.edits.ablate import neuron_edit, value_vector_edit
 from repedit.edits.hooks import hooked
 from repedit.edits.rocr import ROCR, ROCRConfig

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -101,3 +102,27 @@ class TorchBackend:
 
 
 register("torch")(TorchBackend)
+
+
+@contextmanager
+def installed(handle, writes: Mapping[Key, WriteFn]) -> Iterator[None]:
+    """Keep activation rewrites {(layer, point): fn} as forward hooks for a `with` block (so generation
+    and any other forward see them); every hook is removed on exit, also after an exception."""
+    handles = []
+    try:
+        for key, fn in writes.items():
+            check_keys(handle, [key])
+            module, kind = hook_target(handle, key)
+            if kind == "pre":
+                def pre(_m, args, kwargs, fn=fn):
+                    if args:
+                        return (fn(args[0]), *args[1:]), kwargs
+                    return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+                handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(
+                    lambda _m, _a, out, fn=fn: _replace_first(out, fn(_first(out)))))
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -119,20 +119,8 @@ class SAEClamp:
 
     @contextmanager
     def active(self, handle) -> Iterator[None]:
-        """Install the clamp as a forward hook for the duration of a `with` block (generation works)."""
-        from ..backends.torch_hooks import _first, _replace_first, hook_target
+        """Install the rewrite as a forward hook for the duration of a `with` block (generation works)."""
+        from ..backends.torch_hooks import installed
 
-        (key, fn), = self.writes(handle).items()
-        module, kind = hook_target(handle, key)
-        if kind == "pre":
-            def pre(_m, args, kwargs):
-                if args:
-                    return (fn(args[0]), *args[1:]), kwargs
-                return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
-            h = module.register_forward_pre_hook(pre, with_kwargs=True)
-        else:
-            h = module.register_forward_hook(lambda _m, _a, out: _replace_first(out, fn(_first(out))))
-        try:
+        with installed(handle, self.writes(handle)):
             yield
-        finally:
-            h.remove()
