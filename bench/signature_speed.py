@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import repedit  # noqa: E402
 from repedit.verify.controls import random_init_twin  # noqa: E402
 from repedit.verify.features import pool_features  # noqa: E402
-from repedit.verify.loo import correct, naive_ridge_group_loo, per_group_accuracy, standardise  # noqa: E402
+from repedit.verify.loo import (  # noqa: E402
+    correct, naive_ridge_group_loo, per_group_accuracy, shuffled_within_groups, standardise)  # noqa: E402
 from repedit.verify.pools import load_pool, screened  # noqa: E402
 from repedit.verify.signature import ALPHA, depth_curve  # noqa: E402
 
@@ -26,15 +27,7 @@ SHUFFLE_SEEDS = range(5)
 
 
 def label_vectors(y, groups):
-    out = [y]
-    for s in SHUFFLE_SEEDS:
-        rng = np.random.default_rng(s)
-        ys = y.copy()
-        for g in np.unique(groups):
-            idx = np.flatnonzero(groups == g)
-            ys[idx] = rng.permutation(ys[idx])
-        out.append(ys)
-    return out
+    return [y] + [shuffled_within_groups(y, groups, s) for s in SHUFFLE_SEEDS]
 
 
 def naive_logistic(feats, depth_indices, fit_predict):

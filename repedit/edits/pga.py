@@ -23,7 +23,7 @@ import torch
 
 from ..errors import InputError
 from ..verify.features import PoolFeatures, depth_key, pool_features
-from ..verify.loo import correct, logistic_group_loo, per_group_accuracy
+from ..verify.loo import correct, logistic_group_loo, per_group_accuracy, zscore_stats
 from ..verify.pools import Pool
 
 
@@ -65,9 +65,7 @@ def _frame(feats: PoolFeatures, depth: int) -> tuple[np.ndarray, np.ndarray, np.
         raise InputError(f"features lack depth {depth}; capture it (depths={list(feats.depths)})")
     X, y, groups = feats.task(feats.depths.index(depth), "memorised", "paraphrase_c")
     X = X.astype(np.float64)
-    mu = X.mean(0)
-    sd = X.std(0)
-    sd = np.where(sd > 0, sd, 1.0)
+    mu, sd = zscore_stats(X)
     return (X - mu) / sd, y, groups, mu, sd
 
 

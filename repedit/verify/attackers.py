@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .features import PoolFeatures, pool_features
-from .loo import correct, logistic_group_loo, mlp_group_loo, per_group_accuracy, standardise
+from .loo import correct, logistic_group_loo, mlp_group_loo, per_group_accuracy, standardise, zscore_stats
 from .pools import Pool
 
 
@@ -136,7 +136,7 @@ def refit_attack(edited, pool: Pool | None = None, *, depths: Sequence[int], ori
         for d in depths:
             Xo, yo, _ = ofeats.task(ofeats.depths.index(d), "memorised", "paraphrase_c")
             Xe, ye, _ = feats.task(feats.depths.index(d), "memorised", "paraphrase_c")
-            mu, sd = Xo.mean(0), np.where(Xo.std(0) > 0, Xo.std(0), 1.0)
+            mu, sd = zscore_stats(Xo)
             clf = LogisticRegression(C=C, max_iter=2000).fit((Xo - mu) / sd, yo)
             transfer.append(float((clf.predict((Xe - mu) / sd) == ye).mean()))
     return AttackResult(model=feats.model, pool=feats.pool, depths=depths, variants=[fresh.name],

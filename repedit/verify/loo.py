@@ -30,11 +30,26 @@ def _check(X: np.ndarray, groups: np.ndarray) -> None:
         raise InputError("features contain NaN or inf")
 
 
+def zscore_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per feature of X [n, d]; a constant feature gets std 1 (it maps to 0)."""
+    sd = X.std(0)
+    return X.mean(0), np.where(sd > 0, sd, 1.0)
+
+
 def standardise(X: np.ndarray) -> np.ndarray:
     """Per-feature z-score with statistics of all rows (label-free); constant features become 0."""
-    mu = X.mean(0)
-    sd = X.std(0)
-    return (X - mu) / np.where(sd > 0, sd, 1.0)
+    mu, sd = zscore_stats(X)
+    return (X - mu) / sd
+
+
+def shuffled_within_groups(y: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
+    """Labels permuted inside each group (the shuffled-label control keeps every group balanced)."""
+    rng = np.random.default_rng(seed)
+    out = y.copy()
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        out[idx] = rng.permutation(out[idx])
+    return out
 
 
 def ridge_group_loo(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, alpha: float = 1.0) -> np.ndarray:

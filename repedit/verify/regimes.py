@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..models.handle import ModelHandle
 from ..models.toy import exact_recall
 from .features import PoolFeatures, pool_features
-from .loo import correct, per_group_accuracy
+from .loo import correct, per_group_accuracy, zscore_stats
 from .pools import toy_pool
 from .signature import ALPHA, depth_curve, t_interval
 
@@ -106,7 +106,7 @@ def _cross(train: PoolFeatures, test: PoolFeatures, di: int, alpha: float) -> np
     """Per-test-key accuracy of a ridge probe fitted on every key of `train` (M vs C)."""
     Xa, ya, _ = train.task(di, "memorised", "paraphrase_c")
     Xb, yb, gb = test.task(di, "memorised", "paraphrase_c")
-    mu, sd = Xa.mean(0), np.where(Xa.std(0) > 0, Xa.std(0), 1.0)
+    mu, sd = zscore_stats(Xa)
     Z = np.hstack([(Xa - mu) / sd, np.ones((len(Xa), 1))])
     A = Z.T @ Z + alpha * np.diag(np.r_[np.ones(Z.shape[1] - 1), 0.0])
     w = np.linalg.solve(A, Z.T @ (2.0 * ya - 1.0))

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from .features import PoolFeatures, pool_features
-from .loo import correct, per_group_accuracy, ridge_group_loo, standardise
+from .loo import correct, per_group_accuracy, ridge_group_loo, shuffled_within_groups, standardise
 from .pools import Pool
 
 ALPHA = 100.0   # ridge penalty in z-scored space; chosen on SmolLM2-135M (probes/memorised/README.md)
@@ -145,15 +145,7 @@ def loo_accuracy(feats: PoolFeatures, pos: str, neg: str, *, alpha: float = ALPH
     out = []
     for di in range(len(feats.depths)):
         X, y, groups = feats.task(di, pos, neg)
-        Y = [y]
-        for s in shuffle_seeds:
-            rng = np.random.default_rng(s)
-            ys = y.copy()
-            for g in np.unique(groups):
-                idx = np.flatnonzero(groups == g)
-                ys[idx] = rng.permutation(ys[idx])
-            Y.append(ys)
-        Y = np.stack(Y, axis=1)
+        Y = np.stack([y] + [shuffled_within_groups(y, groups, s) for s in shuffle_seeds], axis=1)
         pred = ridge_group_loo(standardise(X), 2.0 * Y - 1.0, groups, alpha=alpha)
         out.append(per_group_accuracy(correct(pred, Y == 1), groups))
     return np.stack(out)
