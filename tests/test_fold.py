@@ -59,3 +59,13 @@ def test_folded_pga_lowers_the_probe_exports_and_reverts(untied, tmp_path):
     assert res.max_logit_diff <= 1e-5
     stack.pop()
     assert all(torch.equal(v, w0[k]) for k, v in h.model.state_dict().items())
+
+
+def test_cli_pga_exports_the_folded_form(tmp_path):
+    from typer.testing import CliRunner
+
+    from repedit.cli import app
+
+    r = CliRunner().invoke(app, ["edit", "pga", "--depth", "6", "--contexts", "4", "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    assert "folded weight form" in r.output and (tmp_path / "e" / "manifest.json").exists()

@@ -127,3 +127,46 @@ def register_export(root: typer.Typer) -> None:
         res = export(handle, out, stack, force=force)
         console.print(f"re-applied {len(stack)} edits; exported to {res.path} "
                       f"(reloaded logits differ by {res.max_logit_diff:.2g})")
+
+
+@app.command("pga")
+def pga_cmd(depth: int = typer.Option(..., help="depth to project at (0 = embeddings; the signature's peak)"),
+            method: str = typer.Option("pga", help="pga | md | adversarial"), k: int = typer.Option(1),
+            pools: str = typer.Option("natural"), contexts: int = typer.Option(8, help="neutral contexts (max 24)"),
+            model: str = typer.Option("smollm2-135m"),
+            out: Path = typer.Option(None, help="export the folded weight form here"),
+            force: bool = typer.Option(False)):
+    """Closed-form probe-geometry alignment: hook form measured, folded weight form exported with --out."""
+    from .. import load
+    from ..verify.features import CONTEXTS, pool_features
+    from ..verify.pools import load_pool, screened
+    from ..verify.signature import depth_curve
+    from .fold import fold_projection, untie_embeddings
+    from .pga import adversarial_pga, pga
+    from .stack import EditStack
+
+    if method not in ("pga", "md", "adversarial"):
+        raise InputError(f"--method must be pga, md or adversarial, got {method!r}")
+    if out is not None and out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it")
+    handle = load(model)
+    pool, _ = screened(handle, load_pool(pools))
+    ctx = CONTEXTS[:contexts]
+    feats = pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False)
+    proj = (adversarial_pga(handle, pool, depth=depth, contexts=ctx) if method == "adversarial"
+            else pga(feats, depth=depth, k=k, method=method))
+
+    def loo(**kw) -> float:
+        return depth_curve(pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False, **kw))[0].true_loo[0]
+
+    console.print(f"True-LOO at depth {depth}: before {depth_curve(feats)[0].true_loo[0]:.3f}, "
+                  f"hook ({proj.method}, k={proj.k}) {loo(writes=proj.writes()):.3f}")
+    untie_embeddings(handle)
+    stack = EditStack(handle)
+    stack.push(fold_projection(handle, proj))
+    console.print(f"folded weight form: {loo():.3f}")
+    if out is not None:
+        from ..export import export
+
+        res = export(handle, out, stack, force=force)
+        console.print(f"exported to {res.path} (reloaded logits differ by {res.max_logit_diff:.2g})")
