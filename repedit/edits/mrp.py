@@ -22,7 +22,7 @@ from ..errors import ConfigError, InputError
 from ..models.handle import pad_rows
 from ..sites import Point, Site
 from ..suites import Fact
-from ..verify.recall import answer_ids, prompt_ids
+from ..verify.recall import answer_ids, prompt_ids, span_logprobs
 from .pga import ProbeProjection
 
 
@@ -41,23 +41,16 @@ class MRPConfig:
 
 
 def _batch(handle, facts: Sequence[Fact], form: str):
-    rows, spans = [], []
-    for f in facts:
-        spec = f.forms[form]
-        p, a = prompt_ids(handle, spec["prompt"], spec["chat"]), answer_ids(handle, f.answer, spec["chat"])
-        rows.append(p + a)
-        spans.append((len(p), len(p) + len(a)))
-    return pad_rows(rows, handle.pad_id), spans
+    specs = [f.forms[form] for f in facts]
+    prompts = [prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
+    answers = [answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
+    return pad_rows([p + a for p, a in zip(prompts, answers)], handle.pad_id), prompts, answers
 
 
-def _ce(handle, batch, spans) -> torch.Tensor:
+def _ce(handle, batch, prompts, answers) -> torch.Tensor:
+    """Mean answer cross-entropy (differentiable)."""
     logits = handle.forward(batch["input_ids"], batch["attention_mask"])
-    logp = torch.log_softmax(logits.float(), -1)
-    losses = []
-    for i, (a, b) in enumerate(spans):
-        tgt = batch["input_ids"][i, a:b]
-        losses.append(-logp[i, a - 1: b - 1].gather(-1, tgt[:, None]).mean())
-    return torch.stack(losses).mean()
+    return -span_logprobs(logits, prompts, answers).mean()
 
 
 class MRP:
@@ -99,8 +92,8 @@ class MRP:
         t0 = time.perf_counter()
         new = torch.nn.Parameter(self._init(forget, retain))
         opt = torch.optim.Adam([new], lr=cfg.lr)
-        fb, fs = _batch(h, forget, cfg.form)
-        rb, rs = _batch(h, retain, cfg.form)
+        forget_batch = _batch(h, forget, cfg.form)
+        retain_batch = _batch(h, retain, cfg.form)
         frozen = [p for p in h.model.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
@@ -108,7 +101,7 @@ class MRP:
             for _ in range(cfg.steps):
                 q = torch.linalg.qr(torch.cat([self.W, new]).T)[0]
                 with installed(h, {(cfg.layer, Point.RESID_POST): lambda x, q=q: x - (x @ q) @ q.T}):
-                    loss = -_ce(h, fb, fs) + cfg.retain_weight * _ce(h, rb, rs)
+                    loss = -_ce(h, *forget_batch) + cfg.retain_weight * _ce(h, *retain_batch)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

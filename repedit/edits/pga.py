@@ -23,7 +23,7 @@ import torch
 
 from ..errors import InputError
 from ..verify.features import PoolFeatures, depth_key, pool_features
-from ..verify.loo import correct, logistic_group_loo, per_group_accuracy, zscore_stats
+from ..verify.loo import logistic_group_loo, proba_accuracy, zscore_stats
 from ..verify.pools import Pool
 
 
@@ -108,8 +108,7 @@ def refit_loo(handle, pool: Pool, proj: ProbeProjection, **capture_kw) -> float:
     """Leave-one-key-out accuracy of a fresh logistic probe at the projection's depth, projection active."""
     feats = pool_features(handle, pool, depths=[proj.depth], writes=proj.writes(), progress=False, **capture_kw)
     Z, y, groups, _mu, _sd = _frame(feats, proj.depth)
-    p = logistic_group_loo(Z, y, groups)
-    return float(per_group_accuracy(correct(p - 0.5, y == 1), groups).mean())
+    return proba_accuracy(logistic_group_loo(Z, y, groups), y, groups)
 
 
 def adversarial_pga(handle, pool: Pool, *, depth: int, start: ProbeProjection | None = None,
@@ -121,7 +120,7 @@ def adversarial_pga(handle, pool: Pool, *, depth: int, start: ProbeProjection | 
         feats = pool_features(handle, pool, depths=[depth], writes=proj.writes(), progress=False, **capture_kw)
         X, y, groups = feats.task(0, "memorised", "paraphrase_c")
         Z = (X.astype(np.float64) - proj.mu.double().numpy()) / proj.scale.double().numpy()   # original frame
-        acc = float(per_group_accuracy(correct(logistic_group_loo(Z, y, groups) - 0.5, y == 1), groups).mean())
+        acc = proba_accuracy(logistic_group_loo(Z, y, groups), y, groups)
         history.append((rnd, acc, proj.k))
         if acc < stop_below:
             break

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .features import PoolFeatures, pool_features
-from .loo import correct, logistic_group_loo, mlp_group_loo, per_group_accuracy, standardise, zscore_stats
+from .loo import logistic_group_loo, mlp_group_loo, proba_accuracy, standardise, zscore_stats
 from .pools import Pool
 
 
@@ -96,8 +96,7 @@ def _features(model_or_features, pool: Pool | None, depths: Sequence[int], **kw)
 
 def _accuracy(feats: PoolFeatures, depth: int, variant: ProbeVariant) -> float:
     X, y, groups = feats.task(feats.depths.index(depth), "memorised", "paraphrase_c")
-    p = variant.loo_proba(standardise(X), y, groups)
-    return float(per_group_accuracy(correct(p - 0.5, y == 1), groups).mean())
+    return proba_accuracy(variant.loo_proba(standardise(X), y, groups), y, groups)
 
 
 def probe_variants_attack(model_or_features, pool: Pool | None = None, *, depths: Sequence[int],

@@ -148,6 +148,11 @@ def correct(decision: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return np.where(np.abs(decision) < TIE, 0.5, hit)
 
 
+def proba_accuracy(proba: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
+    """Mean over groups of the accuracy of held-out P(y=1) against labels y in {0, 1}."""
+    return float(per_group_accuracy(correct(proba - 0.5, y == 1), groups).mean())
+
+
 def per_group_accuracy(correct: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Accuracy of each group, in sorted group order: [n_groups] (or [n_groups, v])."""
     return np.stack([correct[groups == g].mean(0) for g in np.unique(groups)])

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..errors import InputError, SuiteNotFoundError, close_matches
-from ..models.handle import pad_rows
 from ..suites import probes_dir
 
 Item = str | tuple[int, ...]   # text, or token ids (toys)
@@ -142,23 +141,16 @@ class ScreenReport:
                 "skip": self.skip, "n_passing": len(self.passing), "rows": [asdict(r) for r in self.rows]}
 
 
-@torch.no_grad()
 def token_logprobs(handle, items: Sequence[Item], *, skip: int = 1, batch_size: int = 16) -> list[float]:
     """Mean log-prob per token of each item under the model, over tokens after the first `skip`."""
+    from .recall import continuation_logprobs
+
     if skip < 1:
         raise InputError(f"skip must be >= 1 (the first token has no context), got {skip}")
     rows = [item_ids(handle, it) for it in items]
     if any(len(r) <= skip for r in rows):
         raise InputError(f"every item needs more than skip={skip} tokens to score")
-    out: list[float] = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i: i + batch_size]
-        batch = pad_rows(chunk, handle.pad_id)
-        logp = torch.log_softmax(handle.logits(batch["input_ids"], batch["attention_mask"]).float(), -1)
-        for j, r in enumerate(chunk):
-            tgt = torch.tensor(r[1:])
-            out.append(float(logp[j, torch.arange(len(r) - 1), tgt][skip - 1:].mean()))
-    return out
+    return continuation_logprobs(handle, [r[:skip] for r in rows], [r[skip:] for r in rows], batch_size)
 
 
 def screen(handle, pool: Pool, *, theta_m: float = THETA_M, theta_c: float = THETA_C,

@@ -51,13 +51,21 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
             logits = get_backend(handle, "torch").run(batch["input_ids"], batch["attention_mask"], writes=writes).logits
         else:
             logits = handle.logits(batch["input_ids"], batch["attention_mask"])
-        logp = torch.log_softmax(logits.float(), -1)
-        for j, (p, c) in enumerate(zip(prompts[i: i + batch_size], continuations[i: i + batch_size])):
-            if not c:
-                raise InputError("empty continuation")
-            pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-            out.append(float(logp[j, pos, torch.tensor(c)].mean()))
+        out += span_logprobs(logits, prompts[i: i + batch_size], continuations[i: i + batch_size]).tolist()
     return out
+
+
+def span_logprobs(logits: torch.Tensor, prompts: Sequence[list[int]], continuations: Sequence[list[int]]) -> torch.Tensor:
+    """Mean log-prob per token of each continuation, from logits [batch, seq, vocab] of the rows
+    prompt + continuation (right-padded). Differentiable: [batch]."""
+    logp = torch.log_softmax(logits.float(), -1)
+    out = []
+    for j, (p, c) in enumerate(zip(prompts, continuations)):
+        if not c:
+            raise InputError("empty continuation")
+        pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
+        out.append(logp[j, pos, torch.tensor(c)].mean())
+    return torch.stack(out)
 
 
 @torch.no_grad()
