@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .edits.base import Edit, EditError, LowRankDelta, ProjectorDelta, tensor_sha256
+from .edits.base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta, tensor_sha256
 from .edits.stack import EditStack
 from .errors import InputError, ReprEditError
 
@@ -47,7 +47,7 @@ class ExportResult:
 
 
 def _delta_record(prefix: str, d) -> tuple[dict, dict[str, torch.Tensor]]:
-    kind = "low_rank" if isinstance(d, LowRankDelta) else "projector"
+    kind = {LowRankDelta: "low_rank", DenseDelta: "dense", ProjectorDelta: "projector"}[type(d)]
     rec = {"param": d.param, "kind": kind, "rank": d.rank, "tensors": {}}
     if isinstance(d, ProjectorDelta):
         rec["side"] = d.side
@@ -164,8 +164,10 @@ def load_edits(path: str | Path) -> list[Edit]:
         deltas = []
         for d in rec["deltas"]:
             t = {k: tensors[v] for k, v in d["tensors"].items()}
-            deltas.append(LowRankDelta(d["param"], t["u"], t["v"]) if d["kind"] == "low_rank"
-                          else ProjectorDelta(d["param"], t["q"], d["side"]))
+            make = {"low_rank": lambda: LowRankDelta(d["param"], t["u"], t["v"]),
+                    "dense": lambda: DenseDelta(d["param"], t["d"]),
+                    "projector": lambda: ProjectorDelta(d["param"], t["q"], d["side"])}
+            deltas.append(make[d["kind"]]())
         edits.append(Edit(rec["method"], tuple(deltas), rec["model_id"], rec["config"], rec["target"], rec["stats"]))
     return edits
 

@@ -22,6 +22,18 @@ def smol():
 
 
 @pytest.fixture(scope="session")
+def untied():
+    """A second handle on the default model with its input/output embeddings untied (structural;
+    needed by folded projection edits). Logits are unchanged by untying."""
+    import repedit
+    from repedit.edits.fold import untie_embeddings
+
+    h = repedit.load("smollm2-135m")
+    assert untie_embeddings(h) is True
+    return h
+
+
+@pytest.fixture(scope="session")
 def toy():
     import repedit
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import repedit
 from repedit.edits import EditError, EditStack
 from repedit.edits.fold import fold_projection, untie_embeddings
 from repedit.edits.pga import ProbeProjection, pga
@@ -15,14 +14,11 @@ from repedit.verify.signature import depth_curve
 DEPTH = 18
 
 
-@pytest.fixture(scope="module")
-def untied():
-    h = repedit.load("smollm2-135m")        # a separate handle: untying is structural
-    batch = h.encode(["The capital of France is"])
-    before = h.logits(batch["input_ids"], batch["attention_mask"])
-    assert untie_embeddings(h) is True
-    assert torch.equal(h.logits(batch["input_ids"], batch["attention_mask"]), before)
-    return h
+def test_untying_keeps_the_logits(smol, untied):
+    batch = smol.encode(["The capital of France is"])
+    assert untie_embeddings(untied) is False                 # already untied by the fixture
+    torch.testing.assert_close(untied.logits(batch["input_ids"], batch["attention_mask"]),
+                               smol.logits(batch["input_ids"], batch["attention_mask"]), atol=0, rtol=0)
 
 
 def test_tied_models_and_toys_are_refused(smol, toy):

@@ -1,28 +1,61 @@
-"""MRP (first task): the learned projection removes the forget answers more than the retain answers,
-and training touches nothing but the directions."""
+"""MRP: the learned projection removes the forget answers more than the retain answers, training
+touches nothing but the directions, and a second task appends directions orthogonal to the first."""
 
+import pytest
 import torch
 
 from repedit.edits.mrp import MRP, MRPConfig
+from repedit.errors import ConfigError, InputError
 from repedit.suites import load_suite
 from repedit.verify.recall import answer_logprobs
 
 FORMS = ("blank", "qa", "paraphrase", "adversarial")
 
 
-def test_mrp_task_forgets_more_than_it_retains(smol):
+def test_mrp_tasks_forget_more_than_they_retain(smol):
     caps = {f.subject: f for f in load_suite("capitals")}
     forget = [caps[s] for s in ("France", "Japan", "Egypt")]
     retain = [caps[s] for s in ("Germany", "Italy", "Spain", "China", "India", "Mexico")]
     w0 = {k: v.clone() for k, v in smol.model.state_dict().items()}
     grads = [p.requires_grad for p in smol.model.parameters()]
     before_f, before_r = (answer_logprobs(smol, x, FORMS).exp().mean() for x in (forget, retain))
-    mrp = MRP(smol, MRPConfig(layer=10, steps=15))
+    mrp = MRP(smol, MRPConfig(layer=10, steps=12, forms=("blank", "adversarial")))
     proj = mrp.task(forget, retain)
     assert proj.k == 2 and torch.allclose(proj.U.T @ proj.U, torch.eye(2), atol=1e-4)
     with proj.active(smol):
         after_f, after_r = (answer_logprobs(smol, x, FORMS).exp().mean() for x in (forget, retain))
-    assert after_f < 0.1 * before_f
-    assert after_r / before_r > after_f / before_f
+    assert after_f < 0.2 * before_f, (before_f, after_f)
+    assert after_r / before_r > 0.7, (before_r, after_r)
     assert all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())
     assert [p.requires_grad for p in smol.model.parameters()] == grads
+    # continual: a second task keeps the first task's rows and adds orthogonal ones
+    first = mrp.W.clone()
+    proj2 = mrp.task([caps["Peru"]], retain[:3])
+    assert proj2.k == 4 and torch.equal(mrp.W[:2], first)
+    assert torch.allclose(proj2.U.T @ proj2.U, torch.eye(4), atol=1e-4)
+
+
+def test_mrp_validates(smol):
+    with pytest.raises(ConfigError):
+        MRPConfig(forget_cap=0)
+    with pytest.raises(ConfigError, match="free-text"):
+        MRPConfig(forms=("mc",))
+    with pytest.raises(InputError):
+        MRP(smol).task([], [])
+
+
+def test_mrp_in_the_writers_placement_is_exactly_its_weight_edit(untied):
+    """where="writers" trains the folded placement, so the exported weights are the trained edit."""
+    from repedit.edits import applied
+
+    caps = {f.subject: f for f in load_suite("capitals")}
+    mrp = MRP(untied, MRPConfig(layer=4, steps=2, forms=("blank",), where="writers"))
+    mrp.task([caps["France"]], [caps["Germany"], caps["Italy"]])
+    batch = untied.encode(["The capital of France is", "Berlin is the capital of"])
+    with mrp.active():
+        hooked = untied.logits(batch["input_ids"], batch["attention_mask"])
+    with applied(untied, mrp.edit()):
+        merged = untied.logits(batch["input_ids"], batch["attention_mask"])
+    plain = untied.logits(batch["input_ids"], batch["attention_mask"])
+    assert (hooked - plain).abs().max() > 1e-3
+    torch.testing.assert_close(merged, hooked, atol=2e-4, rtol=1e-4)

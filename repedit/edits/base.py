@@ -2,6 +2,7 @@
 
 A delta names one parameter (its `state_dict` name) and says how it changes:
 - `LowRankDelta`: W ← W + U Vᵀ, factors in the parameter's storage layout (U [rows, r], V [cols, r]).
+- `DenseDelta`: W ← W + D (full-matrix changes made by fine-tuning baselines; rank = rank of D).
 - `ProjectorDelta`: W ← (I − QᵀQ) W (side "rows") or W (I − QᵀQ) (side "cols"), Q [k, n] orthonormal
   rows; on a 1-D parameter (a bias) "rows" projects the vector.
 An `Edit` is a frozen bundle of deltas plus what made them (method, config, target, versions).
@@ -51,6 +52,28 @@ class LowRankDelta:
 
 
 @dataclass(frozen=True)
+class DenseDelta:
+    """W ← W + D, D in the parameter's own shape (what gradient-based baselines produce)."""
+
+    param: str
+    d: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        if self.d.ndim < 2:
+            return int(bool(self.d.abs().max() > 0))
+        return int(torch.linalg.matrix_rank(self.d.double(), rtol=1e-6))
+
+    def new_value(self, w: torch.Tensor) -> torch.Tensor:
+        if w.shape != self.d.shape:
+            raise EditError(f"{self.param}: delta is {tuple(self.d.shape)}, parameter is {tuple(w.shape)}")
+        return w + self.d.to(w.dtype)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"d": self.d}
+
+
+@dataclass(frozen=True)
 class ProjectorDelta:
     """W ← (I − QᵀQ) W (side="rows") or W (I − QᵀQ) (side="cols"). Q [k, n] with orthonormal rows."""
 
@@ -90,7 +113,7 @@ class ProjectorDelta:
         return {"q": self.q}
 
 
-Delta = LowRankDelta | ProjectorDelta
+Delta = LowRankDelta | DenseDelta | ProjectorDelta
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,10 @@ def _show_and_export(handle, edit, facts, out: Path | None, force: bool) -> None
         for f, b, a in zip(facts, before, after):
             table.add_row(f.id, f"{b:.3f}", f"{a:.3f}")
         console.print(table)
+    _export(handle, stack, out, force)
+
+
+def _export(handle, stack, out: Path | None, force: bool) -> None:
     if out is not None:
         from ..export import export
 
@@ -131,12 +135,14 @@ def register_export(root: typer.Typer) -> None:
 
 @app.command("pga")
 def pga_cmd(depth: int = typer.Option(..., help="depth to project at (0 = embeddings; the signature's peak)"),
-            method: str = typer.Option("pga", help="pga | md | adversarial"), k: int = typer.Option(1),
+            method: str = typer.Option("pga", help="pga | md | adversarial | trained"), k: int = typer.Option(1),
+            steps: int = typer.Option(40, help="trained: optimisation steps"),
             pools: str = typer.Option("natural"), contexts: int = typer.Option(8, help="neutral contexts (max 24)"),
             model: str = typer.Option("smollm2-135m"),
             out: Path = typer.Option(None, help="export the folded weight form here"),
             force: bool = typer.Option(False)):
-    """Closed-form probe-geometry alignment: hook form measured, folded weight form exported with --out."""
+    """Probe-geometry alignment. pga/md/adversarial: closed-form projection, hook form measured, folded
+    weight form exported with --out. trained: a rank-one delta per layer trained against the live probe."""
     from .. import load
     from ..verify.features import CONTEXTS, pool_features
     from ..verify.pools import load_pool, screened
@@ -145,28 +151,126 @@ def pga_cmd(depth: int = typer.Option(..., help="depth to project at (0 = embedd
     from .pga import adversarial_pga, pga
     from .stack import EditStack
 
-    if method not in ("pga", "md", "adversarial"):
-        raise InputError(f"--method must be pga, md or adversarial, got {method!r}")
+    if method not in ("pga", "md", "adversarial", "trained"):
+        raise InputError(f"--method must be pga, md, adversarial or trained, got {method!r}")
     if out is not None and out.exists() and not force:
         raise InputError(f"{out} exists; pass --force to replace it")
     handle = load(model)
     pool, _ = screened(handle, load_pool(pools))
     ctx = CONTEXTS[:contexts]
     feats = pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False)
-    proj = (adversarial_pga(handle, pool, depth=depth, contexts=ctx) if method == "adversarial"
-            else pga(feats, depth=depth, k=k, method=method))
 
     def loo(**kw) -> float:
         return depth_curve(pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False, **kw))[0].true_loo[0]
 
+    if method == "trained":
+        from .pga_trained import TrainedPGAConfig, trained_pga
+
+        edit = trained_pga(handle, pool, TrainedPGAConfig(depth=depth, steps=steps, n_contexts=contexts))
+        stack = EditStack(handle)
+        stack.push(edit)
+        console.print(f"True-LOO at depth {depth}: before {depth_curve(feats)[0].true_loo[0]:.3f}, "
+                      f"after the trained delta (rank {edit.rank}) {loo():.3f}")
+        _export(handle, stack, out, force)
+        return
+    proj = (adversarial_pga(handle, pool, depth=depth, contexts=ctx) if method == "adversarial"
+            else pga(feats, depth=depth, k=k, method=method))
     console.print(f"True-LOO at depth {depth}: before {depth_curve(feats)[0].true_loo[0]:.3f}, "
                   f"hook ({proj.method}, k={proj.k}) {loo(writes=proj.writes()):.3f}")
     untie_embeddings(handle)
     stack = EditStack(handle)
     stack.push(fold_projection(handle, proj))
     console.print(f"folded weight form: {loo():.3f}")
-    if out is not None:
-        from ..export import export
+    _export(handle, stack, out, force)
 
-        res = export(handle, out, stack, force=force)
-        console.print(f"exported to {res.path} (reloaded logits differ by {res.max_logit_diff:.2g})")
+
+@app.command("mrp")
+def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per task, tasks separated by ';', "
+                                                  "e.g. 'France,Japan;Egypt,Peru'"),
+            retain: str = typer.Option(..., help="comma-separated subjects to keep"),
+            suite: str = typer.Option("capitals"), layer: int = typer.Option(10), k: int = typer.Option(2),
+            steps: int = typer.Option(30), model: str = typer.Option("smollm2-135m"),
+            out: Path = typer.Option(None, help="export the folded weight form here"),
+            force: bool = typer.Option(False)):
+    """Continual MRP: one task per ';' group; hook and folded weight form measured, folded form exported."""
+    from .. import load
+    from ..verify.recall import answer_logprobs
+    from .fold import fold_projection, untie_embeddings
+    from .mrp import MRP, MRPConfig
+    from .stack import EditStack
+
+    if out is not None and out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it")
+    handle = load(model)
+    tasks = [_facts_or_fail(suite, [s.strip() for s in group.split(",") if s.strip()]) for group in forget.split(";")]
+    keep = _facts_or_fail(suite, [s.strip() for s in retain.split(",") if s.strip()])
+    untie_embeddings(handle)
+    mrp = MRP(handle, MRPConfig(layer=layer, k=k, steps=steps))
+    measure_forms = ("blank", "qa", "paraphrase", "adversarial")
+
+    def probs() -> str:
+        return "  ".join(f"{float(answer_logprobs(handle, f, measure_forms).exp().mean()):.3f}" for f in tasks + [keep])
+
+    table = Table(title="answer probability (mean of blank, qa, paraphrase, adversarial)")
+    for col in ["after", *[f"task {i}" for i in range(len(tasks))], "retain"]:
+        table.add_column(col)
+    table.add_row("before", *probs().split())
+    for i, task in enumerate(tasks):
+        proj = mrp.task(task, keep)
+        with proj.active(handle):
+            table.add_row(f"task {i} (hook)", *probs().split())
+    stack = EditStack(handle)
+    stack.push(fold_projection(handle, proj))
+    table.add_row("folded", *probs().split())
+    console.print(table)
+    _export(handle, stack, out, force)
+
+
+def _facts_or_fail(suite: str, subjects: list[str]):
+    facts = _facts(suite, subjects)
+    missing = sorted(set(subjects) - {f.subject for f in facts})
+    if missing or not facts:
+        raise InputError(f"no facts in suite {suite!r} for {missing or subjects}; see probes/facts/{suite}.jsonl")
+    return facts
+
+
+@app.command("sae-align")
+def sae_align_cmd(target: str = typer.Option(..., help="known entity whose SAE code should read as unknown, e.g. France"),
+                  known_suite: str = typer.Option("capitals", help="suite of known entities (holds the target's fact)"),
+                  sae: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help="SAE directory (sae-lens format)"),
+                  layers: str = typer.Option(None, help="down_proj layers to edit, e.g. 8,10,12,14"),
+                  rank: int = typer.Option(None), steps: int = typer.Option(None), lr: float = typer.Option(None),
+                  beta: float = typer.Option(None, help="weight of the push away from the known mean"),
+                  model: str = typer.Option("smollm2-135m"),
+                  out: Path = typer.Option(None, help="export the edited model here"),
+                  force: bool = typer.Option(False, help="replace an existing export")):
+    """SAE unknown-alignment: train a low-rank down_proj edit so the target's SAE code reads as unknown."""
+    from .. import load
+    from ..errors import close_matches
+    from ..saes import load_sae
+    from ..suites import load_suite
+    from ..verify.sae_codes import fit_knownness
+    from .sae_align import SAEAlignConfig, sae_align, unknown_entities
+
+    if out is not None and out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it")
+    facts = load_suite(known_suite)
+    by_subject = {f.subject: f for f in facts}
+    if target not in by_subject:
+        raise InputError(f"{target!r} is not a subject of suite {known_suite!r} "
+                         f"(close: {close_matches(target, by_subject)}); pick one of its subjects")
+    overrides = {k: v for k, v in {"rank": rank, "steps": steps, "lr": lr, "beta": beta}.items() if v is not None}
+    if layers:
+        overrides["layers"] = tuple(_ints(layers))
+    cfg = SAEAlignConfig(**overrides)
+    handle, sae_model = load(model), load_sae(sae)
+    others = [f for f in facts if f.subject != target]
+    unknown = unknown_entities()
+    clf = fit_knownness(handle, sae_model, [f.subject for f in others[:40]], unknown)
+    p0 = float(clf.p_known(handle, sae_model, [target])[0])
+    edit = sae_align(handle, sae_model, by_subject[target], [f.subject for f in others], unknown,
+                     retain=others, config=cfg, progress=True)
+    _show_and_export(handle, edit, [by_subject[target]] + others[:5], out, force)
+    p1 = float(clf.p_known(handle, sae_model, [target])[0])
+    console.print(f"P(known) of {target} by a classifier on SAE codes (CV accuracy {clf.cv_accuracy:.2f}): "
+                  f"{p0:.3f} -> {p1:.3f}")

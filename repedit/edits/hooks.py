@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .base import Edit, EditError, LowRankDelta, check_edit
+from .base import DenseDelta, Edit, EditError, LowRankDelta, check_edit
 
 
 def _owner(model, param: str) -> tuple[torch.nn.Module, str]:
@@ -22,19 +22,32 @@ def _owner(model, param: str) -> tuple[torch.nn.Module, str]:
 
 @contextmanager
 def hooked(handle, edit: Edit) -> Iterator[None]:
-    """Run the model with `edit` as forward hooks (weights untouched). Low-rank deltas on linear
-    weights only; projector deltas and other parameters raise EditError."""
+    """Run the model with `edit` as forward hooks (weights untouched). Low-rank and dense deltas on
+    linear (and GPT-2 Conv1D) weights and low-rank deltas on embeddings; projector deltas and other
+    parameters raise EditError."""
     check_edit(edit)
     handles = []
     try:
         for d in edit.deltas:
-            if not isinstance(d, LowRankDelta):
-                raise EditError(f"{d.param}: only low-rank deltas on linear weights have a hook form")
+            if not isinstance(d, (LowRankDelta, DenseDelta)):
+                raise EditError(f"{d.param}: only low-rank or dense deltas on weights have a hook form")
             module, leaf = _owner(handle.model, d.param)
             if leaf != "weight":
                 raise EditError(f"{d.param}: hook form exists for weights of linear layers only")
+            if isinstance(d, DenseDelta):
+                if not isinstance(module, torch.nn.Linear):
+                    raise EditError(f"{d.param}: dense hook form exists for torch.nn.Linear only")
+                delta = d.d.detach()
+
+                def fn(_m, args, out, delta=delta):
+                    return out + args[0] @ delta.to(out.dtype).T
+                handles.append(module.register_forward_hook(fn))
+                continue
             u, v = d.u.detach(), d.v.detach()
-            if isinstance(module, torch.nn.Linear):            # weight [out, in]: Δy = (x v) uᵀ
+            if isinstance(module, torch.nn.Embedding):          # weight [vocab, d]: Δe = u[ids] vᵀ
+                def fn(_m, args, out, u=u, v=v):
+                    return out + u[args[0]].to(out.dtype) @ v.to(out.dtype).T
+            elif isinstance(module, torch.nn.Linear):            # weight [out, in]: Δy = (x v) uᵀ
                 def fn(_m, args, out, u=u, v=v):
                     return out + (args[0] @ v.to(out.dtype)) @ u.to(out.dtype).T
             elif type(module).__name__ == "Conv1D":           # GPT-2: weight [in, out], y = x W

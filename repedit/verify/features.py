@@ -86,7 +86,8 @@ class PoolFeatures:
         return X, y, groups
 
 
-def _rows(handle, pool: Pool, contexts: Sequence[str] | None, max_tokens: int) -> tuple[list[list[int]], int]:
+def pool_rows(handle, pool: Pool, contexts: Sequence[str] | None, max_tokens: int) -> tuple[list[list[int]], int]:
+    """Token rows ordered (key, class M/C/B, view) and the number of views."""
     rows = []
     if pool.tokens:
         n_ctx = len(pool.keys[0].memorised)
@@ -124,7 +125,7 @@ def pool_features(handle, pool: Pool, *, contexts: Sequence[str] | Sequence[int]
     if not depths or depths[0] < 0 or depths[-1] > handle.n_layers:
         raise InputError(f"depths must lie in 0..{handle.n_layers} (0 = embeddings), got {depths}")
     t0 = time.perf_counter()
-    rows, n_views = _rows(handle, pool, contexts, max_tokens)
+    rows, n_views = pool_rows(handle, pool, contexts, max_tokens)
     keys = [depth_key(d) for d in depths]
     be = get_backend(handle, "torch")
     order = np.argsort([len(r) for r in rows], kind="stable")

@@ -1,0 +1,68 @@
+"""Gradient baselines (GA, NPO) and the relearning attack on the real default model."""
+
+import pytest
+import torch
+
+from repedit.baselines.gradient import GradientConfig, gradient_unlearn
+from repedit.edits import EditStack
+from repedit.errors import ConfigError, InputError
+from repedit.suites import load_suite
+from repedit.verify.recall import answer_logprobs
+from repedit.verify.relearn import relearn
+
+FORMS = ("blank", "paraphrase", "adversarial")
+
+
+def _caps(*subjects):
+    caps = {f.subject: f for f in load_suite("capitals")}
+    return [caps[s] for s in subjects]
+
+
+def _weights(h):
+    return {k: v.clone() for k, v in h.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("objective", ["ga", "npo"])
+def test_gradient_baselines_forget_and_leave_the_model_untouched(smol, objective):
+    forget, other = _caps("France", "Japan"), _caps("Germany", "Italy", "Spain")
+    w0 = _weights(smol)
+    grads = [p.requires_grad for p in smol.model.parameters()]
+    p_f, p_o = (float(answer_logprobs(smol, x, FORMS).exp().mean()) for x in (forget, other))
+    lr = 3e-5 if objective == "ga" else 1e-4
+    edit = gradient_unlearn(smol, forget, config=GradientConfig(objective=objective, layers=(18, 19, 20, 21),
+                                                                steps=8, lr=lr, stop_at=0.0))
+    assert all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())     # nothing applied yet
+    assert [p.requires_grad for p in smol.model.parameters()] == grads
+    stack = EditStack(smol)
+    stack.push(edit)
+    q_f, q_o = (float(answer_logprobs(smol, x, FORMS).exp().mean()) for x in (forget, other))
+    stack.pop()
+    assert q_f < 0.5 * p_f, (p_f, q_f)
+    assert q_o / p_o > q_f / p_f
+    assert all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())
+
+
+def test_gradient_config_and_inputs_are_validated(smol):
+    with pytest.raises(ConfigError, match="objective"):
+        GradientConfig(objective="sgd")
+    with pytest.raises(InputError, match="retain"):
+        gradient_unlearn(smol, _caps("France"), config=GradientConfig(retain_weight=1.0))
+    with pytest.raises(InputError, match="forget"):
+        gradient_unlearn(smol, [])
+
+
+def test_relearning_restores_knowledge_on_an_ablated_model_and_restores_weights(smol):
+    """After GA, a short fine-tune on three facts brings them back; the weights are restored exactly."""
+    train, held = _caps("France", "Japan", "Egypt"), _caps("Germany", "Italy")
+    w0 = _weights(smol)
+
+    stack = EditStack(smol)
+    stack.push(gradient_unlearn(smol, train + held, config=GradientConfig(layers=(18, 19, 20, 21), steps=10,
+                                                                           lr=3e-5, stop_at=0.0)))
+    curve = relearn(smol, train, held, steps=6, every=3, lr=1e-5)
+    stack.pop()
+    assert curve.steps == [0, 3, 6]
+    assert curve.train[-1] > 2 * curve.train[0]
+    assert all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())
+    with pytest.raises(InputError):
+        relearn(smol, train, [], steps=2)
