@@ -31,3 +31,14 @@ def test_cli_reports_typed_errors_without_traceback():
     out = run("recall", "--suite", "capitols", "--limit", "1")
     assert out.returncode == 2
     assert "SuiteNotFoundError" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_edit_mrp_exports_its_weight_form(tmp_path):
+    out = run("edit", "mrp", "--forget", "France;Japan", "--retain", "Germany,Italy", "--layer", "2",
+              "--steps", "1", "--out", str(tmp_path / "mrp"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "task 1 (writers)" in out.stdout and "weight form" in out.stdout
+    manifest = json.loads((tmp_path / "mrp" / "manifest.json").read_text())
+    assert manifest["edits"][0]["method"] == "mrp-folded" and manifest["edits"][0]["config"]["k"] == 4
+    bad = run("edit", "mrp", "--forget", "Atlantis", "--retain", "Germany")
+    assert bad.returncode == 2 and "Atlantis" in bad.stdout

@@ -189,13 +189,14 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
                                                   "e.g. 'France,Japan;Egypt,Peru'"),
             retain: str = typer.Option(..., help="comma-separated subjects to keep"),
             suite: str = typer.Option("capitals"), layer: int = typer.Option(10), k: int = typer.Option(2),
-            steps: int = typer.Option(30), model: str = typer.Option("smollm2-135m"),
-            out: Path = typer.Option(None, help="export the folded weight form here"),
+            steps: int = typer.Option(20), model: str = typer.Option("smollm2-135m"),
+            where: str = typer.Option("writers", help="writers (trained as exported) | residual (the source's hook)"),
+            out: Path = typer.Option(None, help="export the weight form here"),
             force: bool = typer.Option(False)):
-    """Continual MRP: one task per ';' group; hook and folded weight form measured, folded form exported."""
+    """Continual MRP: one task per ';' group; measured after each task, weight form exported with --out."""
     from .. import load
     from ..verify.recall import answer_logprobs
-    from .fold import fold_projection, untie_embeddings
+    from .fold import untie_embeddings
     from .mrp import MRP, MRPConfig
     from .stack import EditStack
 
@@ -205,7 +206,7 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
     tasks = [_facts_or_fail(suite, [s.strip() for s in group.split(",") if s.strip()]) for group in forget.split(";")]
     keep = _facts_or_fail(suite, [s.strip() for s in retain.split(",") if s.strip()])
     untie_embeddings(handle)
-    mrp = MRP(handle, MRPConfig(layer=layer, k=k, steps=steps))
+    mrp = MRP(handle, MRPConfig(layer=layer, k=k, steps=steps, where=where))
     measure_forms = ("blank", "qa", "paraphrase", "adversarial")
 
     def probs() -> str:
@@ -216,12 +217,12 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
         table.add_column(col)
     table.add_row("before", *probs().split())
     for i, task in enumerate(tasks):
-        proj = mrp.task(task, keep)
-        with proj.active(handle):
-            table.add_row(f"task {i} (hook)", *probs().split())
+        mrp.task(task, keep)
+        with mrp.active():
+            table.add_row(f"task {i} ({where})", *probs().split())
     stack = EditStack(handle)
-    stack.push(fold_projection(handle, proj))
-    table.add_row("folded", *probs().split())
+    stack.push(mrp.edit())
+    table.add_row("weight form", *probs().split())
     console.print(table)
     _export(handle, stack, out, force)
 
@@ -232,45 +233,3 @@ def _facts_or_fail(suite: str, subjects: list[str]):
     if missing or not facts:
         raise InputError(f"no facts in suite {suite!r} for {missing or subjects}; see probes/facts/{suite}.jsonl")
     return facts
-
-
-@app.command("sae-align")
-def sae_align_cmd(target: str = typer.Option(..., help="known entity whose SAE code should read as unknown, e.g. France"),
-                  known_suite: str = typer.Option("capitals", help="suite of known entities (holds the target's fact)"),
-                  sae: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help="SAE directory (sae-lens format)"),
-                  layers: str = typer.Option(None, help="down_proj layers to edit, e.g. 8,10,12,14"),
-                  rank: int = typer.Option(None), steps: int = typer.Option(None), lr: float = typer.Option(None),
-                  beta: float = typer.Option(None, help="weight of the push away from the known mean"),
-                  model: str = typer.Option("smollm2-135m"),
-                  out: Path = typer.Option(None, help="export the edited model here"),
-                  force: bool = typer.Option(False, help="replace an existing export")):
-    """SAE unknown-alignment: train a low-rank down_proj edit so the target's SAE code reads as unknown."""
-    from .. import load
-    from ..errors import close_matches
-    from ..saes import load_sae
-    from ..suites import load_suite
-    from ..verify.sae_codes import fit_knownness
-    from .sae_align import SAEAlignConfig, sae_align, unknown_entities
-
-    if out is not None and out.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it")
-    facts = load_suite(known_suite)
-    by_subject = {f.subject: f for f in facts}
-    if target not in by_subject:
-        raise InputError(f"{target!r} is not a subject of suite {known_suite!r} "
-                         f"(close: {close_matches(target, by_subject)}); pick one of its subjects")
-    overrides = {k: v for k, v in {"rank": rank, "steps": steps, "lr": lr, "beta": beta}.items() if v is not None}
-    if layers:
-        overrides["layers"] = tuple(_ints(layers))
-    cfg = SAEAlignConfig(**overrides)
-    handle, sae_model = load(model), load_sae(sae)
-    others = [f for f in facts if f.subject != target]
-    unknown = unknown_entities()
-    clf = fit_knownness(handle, sae_model, [f.subject for f in others[:40]], unknown)
-    p0 = float(clf.p_known(handle, sae_model, [target])[0])
-    edit = sae_align(handle, sae_model, by_subject[target], [f.subject for f in others], unknown,
-                     retain=others, config=cfg, progress=True)
-    _show_and_export(handle, edit, [by_subject[target]] + others[:5], out, force)
-    p1 = float(clf.p_known(handle, sae_model, [target])[0])
-    console.print(f"P(known) of {target} by a classifier on SAE codes (CV accuracy {clf.cv_accuracy:.2f}): "
-                  f"{p0:.3f} -> {p1:.3f}")
