@@ -111,7 +111,8 @@ class MRP:
         return ProbeProjection(self.config.layer + 1, torch.zeros(d), torch.ones(d), q, method="mrp")
 
     def task(self, forget: Sequence[Fact], retain: Sequence[Fact]) -> ProbeProjection:
-        """Learn k directions for this task (earlier ones fixed); returns the projection of all so far."""
+        """Learn k directions for this task (earlier ones fixed); returns the projection of all so far
+        (its basis U; run the model as trained with `mrp.active()`, get the weights with `mrp.edit()`)."""
         if not forget or not retain:
             raise InputError("MRP.task needs forget and retain facts")
         from ..backends.torch_hooks import installed
