@@ -42,3 +42,13 @@ def test_edit_mrp_exports_its_weight_form(tmp_path):
     assert manifest["edits"][0]["method"] == "mrp-folded" and manifest["edits"][0]["config"]["k"] == 4
     bad = run("edit", "mrp", "--forget", "Atlantis", "--retain", "Germany")
     assert bad.returncode == 2 and "Atlantis" in bad.stdout
+
+
+def test_edit_sae_align_exports_and_reports_knownness(tmp_path):
+    out = run("edit", "sae-align", "--target", "France", "--steps", "2", "--out", str(tmp_path / "sa"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "P(known) of France" in out.stdout
+    manifest = json.loads((tmp_path / "sa" / "manifest.json").read_text())
+    assert manifest["edits"][0]["method"] == "sae-align" and manifest["edits"][0]["config"]["steps"] == 2
+    bad = run("edit", "sae-align", "--target", "Frnace")
+    assert bad.returncode == 2 and "France" in bad.stdout

@@ -20,6 +20,7 @@ from repedit.locate.causal import neuron_writes
 from repedit.suites import load_suite
 from repedit.verify.features import CONTEXTS
 from repedit.verify.pools import load_pool, screened
+from roundtrip import assert_export_roundtrip
 
 TEXTS = ["The capital of France is", "Paris is a city in", "The chemical symbol of gold is"]
 ROCR_TEST_CONFIG = ROCRConfig(stats_tokens=6_000)
@@ -65,6 +66,19 @@ def _ga(h):
     return gradient_unlearn(h, _capitals("France", "Japan"), config=cfg)
 
 
+def _sae_align(h):
+    from pathlib import Path
+
+    from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align, unknown_entities
+    from repedit.saes import load_sae
+
+    sae = load_sae(Path(__file__).resolve().parents[1] / "saes" / "smollm2-135m-L15-topk")
+    cfg = SAEAlignConfig(steps=3, lr=3e-2, frames=FRAMES[:2], forms=("blank",), n_reference=6, n_retain=4,
+                         lm_texts=2, lm_batch=1)
+    known = ["Japan", "Germany", "Italy", "Russia", "China", "Mexico", "Spain"]
+    return sae_align(h, sae, _capitals("France")[0], known, unknown_entities()[:6], config=cfg)
+
+
 # name -> (builder, needs untied input/output embeddings)
 METHODS = {
     "value-vector-zero": (lambda h: value_vector_edit(h, 29, [1321, 697]), False),
@@ -76,6 +90,7 @@ METHODS = {
     "pga-folded": (_pga_folded, True),
     "pga-trained": (_pga_trained, False),
     "ga": (_ga, False),
+    "sae-align": (_sae_align, False),
 }
 
 
@@ -86,13 +101,15 @@ def made(request, smol):
     return request.param, build(h), h
 
 
-def test_apply_changes_logits_and_revert_is_bit_exact(made):
+def test_apply_changes_logits_and_revert_is_bit_exact(made, tmp_path):
     _name, edit, h = made
     w0, l0 = _weights(h), _logits(h)
     stack = EditStack(h)
     entry = stack.push(edit)
     assert (_logits(h) - l0).abs().max() > 1e-4
     assert set(entry.sha_before) == set(edit.params) and entry.sha_before != entry.sha_after
+    (back,) = assert_export_roundtrip(h, stack, tmp_path / "out", TEXTS, w0)   # plain transformers, eager
+    assert back.params == edit.params
     stack.pop()
     assert _same(_weights(h), w0) and torch.equal(_logits(h), l0)
 
@@ -165,11 +182,11 @@ def test_export_reloads_in_plain_transformers_and_reverts(made, tmp_path):
     stack.pop()
     assert res.max_logit_diff <= 1e-5 and not list(tmp_path.glob(".out.tmp*"))
     batch = h.encode(TEXTS)
-    for attn, atol in (("eager", 1e-5), ("sdpa", 1e-3)):     # repedit runs eager; plain users get sdpa
-        plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out", attn_implementation=attn).eval()
-        with torch.no_grad():
-            got = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        torch.testing.assert_close(got, edited, atol=atol, rtol=0)
+    # eager is checked in the push/revert test; a plain from_pretrained picks sdpa, which differs by attention arithmetic
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        got = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(got, edited, atol=1e-3, rtol=0)
     man = read_manifest(tmp_path / "out")
     assert man["edits"][0]["method"] == edit.method and set(man["tensors"]) == set(edit.params)
     assert all(d["rank"] == edit.rank[d["param"]] for d in man["edits"][0]["deltas"])

@@ -233,3 +233,45 @@ def _facts_or_fail(suite: str, subjects: list[str]):
     if missing or not facts:
         raise InputError(f"no facts in suite {suite!r} for {missing or subjects}; see probes/facts/{suite}.jsonl")
     return facts
+
+
+@app.command("sae-align")
+def sae_align_cmd(target: str = typer.Option(..., help="known entity to make read as unknown, e.g. France"),
+                  known_suite: str = typer.Option("capitals", help="suite of known entities (holds the target's fact)"),
+                  sae: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help="SAE directory (sae-lens format)"),
+                  layers: str = typer.Option(None, help="down_proj layers to edit (default 8,12,13,14)"),
+                  rank: int = typer.Option(None), steps: int = typer.Option(None), lr: float = typer.Option(None),
+                  beta: float = typer.Option(None, help="weight of the push away from the known mean"),
+                  model: str = typer.Option("smollm2-135m"),
+                  out: Path = typer.Option(None, help="export the edited model here"),
+                  force: bool = typer.Option(False, help="replace an existing export")):
+    """SAE unknown-alignment: a trained low-rank down_proj edit after which the target's SAE code reads unknown."""
+    from .. import load
+    from ..errors import close_matches
+    from ..saes import load_sae
+    from ..suites import load_suite
+    from ..verify.sae_codes import fit_knownness
+    from .sae_align import SAEAlignConfig, sae_align, unknown_entities
+
+    if out is not None and out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it")
+    facts = load_suite(known_suite)
+    by_subject = {f.subject: f for f in facts}
+    if target not in by_subject:
+        raise InputError(f"{target!r} is not a subject of suite {known_suite!r} "
+                         f"(close: {close_matches(target, by_subject)}); pick one of its subjects")
+    overrides = {k: v for k, v in {"rank": rank, "steps": steps, "lr": lr, "beta": beta}.items() if v is not None}
+    if layers:
+        overrides["layers"] = tuple(_ints(layers))
+    cfg = SAEAlignConfig(**overrides)
+    handle, sae_model = load(model), load_sae(sae)
+    others = [f for f in facts if f.subject != target]
+    unknown = unknown_entities()            # first half: the edit's reference; second half: the classifier's
+    clf = fit_knownness(handle, sae_model, [f.subject for f in others[:40]], unknown[len(unknown) // 2:])
+    p0 = float(clf.p_known(handle, sae_model, [target])[0])
+    edit = sae_align(handle, sae_model, by_subject[target], [f.subject for f in others], unknown[: len(unknown) // 2],
+                     retain=others, config=cfg, progress=True)
+    _show_and_export(handle, edit, [by_subject[target]] + others[:5], out, force)
+    p1 = float(clf.p_known(handle, sae_model, [target])[0])
+    console.print(f"P(known) of {target} by a classifier on SAE codes (CV accuracy {clf.cv_accuracy:.2f}): "
+                  f"{p0:.3f} -> {p1:.3f}")

@@ -1,0 +1,273 @@
+"""SAE unknown-alignment (Sparse-Autoencoder-Guided Internal Representation Unlearning, 2025).
+
+Forgetting = the target entity's SAE code reads like an unknown entity's. A rank-r delta
+W ← W + U Vᵀ on the MLP output matrix (down_proj) of each layer in `layers` is trained through the
+frozen model; nothing else trains. Objective (the abstract's, with the choices it leaves open):
+
+    f_t(x)  = SAE encoder code (TopK, as the SAE computes it) of the residual at the SAE's site, at
+              the last token of entity x placed in template t (frames ending in the entity, and the
+              target fact's forms cut right after the entity: the code the full prompt sees there);
+    μU_t, μK_t = mean original code of the unknown / known entities (target excluded) in template t;
+    D_t     = ‖μK_t − μU_t‖²  (normalises each template's distances to ≈ 1);
+    L_sae   = mean_t [ ‖f_t(T) − μU_t‖² / D_t − β · min(‖f_t(T) − μK_t‖² / D_t, margin) ]
+              (the push away from known is a hinge: it stops once the target is `margin` × D_t away
+              from the known mean, so it cannot run away);
+    L_ret   = mean over retain entities e, their first `retain_frames` templates t of
+              ‖f_t(e) − f⁰_t(e)‖² / D_t  (f⁰: the original model's code);
+    L_fact  = KL(p⁰ ‖ p) of the next token after retain Facts' `retain_forms` prompts;
+    L_lm    = KL(p⁰ ‖ p) of next-token distributions on clean text (mean over tokens; a pool of
+              chunks, `lm_batch` per step);
+    L       = L_sae + retain_weight · L_ret + fact_weight · L_fact + lm_weight · L_lm.
+
+U starts at zero (the edit starts as the identity); V starts orthonormal, its first column the
+target's mean MLP key at that layer. V is kept orthogonal to the top principal directions of the
+keys at position 0 (`repedit.edits.lowrank.sink_keys_basis`): at layers 8–11 of SmolLM2-135M
+those keys are 20–3000× larger than any other, and an unprotected delta fires on every text's
+first token (measured: news perplexity +20 %; +2 % with position 0 skipped). Templates whose
+entity opens the text (the bare "{}" frame, the paraphrase form) are not used: the entity would
+sit on position 0, whose SAE codes are outliers (‖μK − μU‖² there is hundreds of times larger). Adam on U, V
+only; the weights are never written (requires_grad restored, also on errors); see
+bench/sae_align_effect.py for measured effects. Returns an `Edit` (method "sae-align").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ..backends.base import StopForward
+from ..capture import capture, select_positions
+from ..errors import ConfigError, InputError
+from ..models.handle import pad_rows
+from ..sites import Site
+from ..suites import Fact, load_text
+from ..training import training_only
+from .base import Edit
+from .lowrank import TrainableLowRank, sink_keys_basis
+
+FRAMES = ("Tell me about {}", "Let me tell you about {}", "Write something about {}",
+          "Please answer the question about {}", "Some facts about {}", "An article about {}",
+          "We talked about {}", "Everyone knows about {}")
+FACT_FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
+OBJECTIVE = ("L = mean_t[|f_t(T)-muU_t|^2/D_t - beta*min(|f_t(T)-muK_t|^2/D_t, margin)] "
+             "+ retain_weight*mean_e,t |f_t(e)-f0_t(e)|^2/D_t + fact_weight*KL(p0||p)[retain facts' next token] "
+             "+ lm_weight*KL(p0||p)[clean text]; D_t = |muK_t-muU_t|^2; f = SAE code at the entity's last token; "
+             "delta W = U V^T on down_proj, V orthogonal to position-0 keys")
+
+
+@dataclass(frozen=True)
+class SAEAlignConfig:
+    """SAE unknown-alignment settings (defaults measured on SmolLM2-135M; see bench/sae_align_effect.py)."""
+
+    layers: tuple[int, ...] = (8, 12, 13, 14)  #: down_proj layers edited (≤ the SAE's layer; 9–11 hold the sink)
+    rank: int = 2                            #: rank r of each delta
+    steps: int = 25                          #: Adam steps
+    lr: float = 2e-2
+    beta: float = 0.5                        #: weight of the push away from the known mean
+    margin: float = 1.0                      #: the push stops at this distance (in units of D_t)
+    retain_weight: float = 1.0               #: keep retain entities' codes
+    fact_weight: float = 1.0                 #: keep retain Facts' next-token distribution after their prompts (KL)
+    retain_forms: tuple[str, ...] = ("blank",)  #: forms of retain Facts used for that KL
+    lm_weight: float = 1.0                   #: keep next-token distributions on clean text (KL)
+    sink_dims: int = 16                      #: V ⟂ top principal directions of position-0 keys (0: off)
+    sink_energy: float = 0.999               #: ... up to this share of their second moment
+    frames: tuple[str, ...] = FRAMES         #: templates ending in the entity ("{}")
+    forms: tuple[str, ...] = FACT_FORMS      #: the target fact's forms also used as templates
+    n_reference: int = 24                    #: known / unknown entities whose mean codes are the targets (first n)
+    n_retain: int = 16                       #: retain entities used (first n)
+    retain_frames: int = 2                   #: templates per retain entity (first n of the list)
+    lm_texts: int = 16                       #: clean-text chunks for the KL term (a pool; cycled)
+    lm_batch: int = 4                        #: chunks per step
+    lm_tokens: int = 64                      #: tokens per chunk
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.layers or list(self.layers) != sorted(set(self.layers)):
+            raise ConfigError("SAEAlignConfig.layers must be a non-empty increasing tuple of layer indices")
+        if not self.frames or any(not f.rstrip().endswith("{}") or f.count("{}") != 1 or not f.rstrip()[:-2].strip()
+                                  for f in self.frames):
+            raise ConfigError("every SAE-align frame must be some text then '{}' (the entity's last token is read; "
+                              "an entity at position 0 sits on the attention sink, whose codes are outliers)")
+        bad = [f for f in (*self.forms, *self.retain_forms) if f not in FACT_FORMS]
+        if bad:
+            raise ConfigError(f"unknown forms {bad}; valid: {list(FACT_FORMS)}")
+        checks = {"rank >= 1": self.rank >= 1, "steps >= 1": self.steps >= 1, "lr > 0": self.lr > 0,
+                  "margin > 0": self.margin > 0, "0 < sink_energy <= 1": 0 < self.sink_energy <= 1,
+                  "beta, retain_weight, fact_weight, lm_weight >= 0":
+                      min(self.beta, self.retain_weight, self.fact_weight, self.lm_weight) >= 0,
+                  "n_reference >= 5": self.n_reference >= 5, "lm_tokens >= 16": self.lm_tokens >= 16,
+                  "retain_frames, lm_batch >= 1": min(self.retain_frames, self.lm_batch) >= 1,
+                  "n_retain, lm_texts, sink_dims >= 0": min(self.n_retain, self.lm_texts, self.sink_dims) >= 0}
+        failed = [k for k, ok in checks.items() if not ok]
+        if failed:
+            raise ConfigError(f"SAEAlignConfig needs {'; '.join(failed)}")
+
+
+def unknown_entities(limit: int | None = None) -> list[str]:
+    """Invented country names (probes/facts/unknown-entities.jsonl) without "the Republic of "."""
+    from ..suites import load_suite
+
+    return [f.subject.removeprefix("the Republic of ") for f in load_suite("unknown-entities", limit=limit)]
+
+
+def _templates(handle, fact: Fact | None, cfg: SAEAlignConfig) -> list[tuple[str, bool]]:
+    """(template with one '{}' at the entity, chat-rendered?) for the frames and the fact's forms."""
+    out = [(f, False) for f in cfg.frames]
+    for form in (cfg.forms if fact is not None else ()):
+        spec = fact.forms[form]
+        text = spec["prompt"]
+        chat = bool(spec.get("chat")) and handle.chat_template
+        if chat:
+            text = handle.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                        add_generation_prompt=True)
+        cut = text.rfind(fact.subject)
+        if cut < 0:
+            raise InputError(f"{fact.id}: form {form!r} does not mention {fact.subject!r}; drop it from forms")
+        if not text[:cut].strip():
+            continue                  # the entity opens the prompt (paraphrase): position 0, the sink; skipped
+        out.append((text[:cut].replace("{", "{{").replace("}", "}}") + "{}", chat))
+    return out
+
+
+def _encode(handle, templates: Sequence[tuple[str, bool]], entities: Sequence[str]) -> dict[str, torch.Tensor]:
+    tok = handle.tokenizer
+    rows = [tok.encode(t.format(e), add_special_tokens=not chat) for t, chat in templates for e in entities]
+    return pad_rows(rows, handle.pad_id)
+
+
+def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware)."""
+    got = {}
+
+    def grab(_m, _args, out):
+        got["h"] = out[0] if isinstance(out, tuple) else out
+        raise StopForward
+
+    hook = handle.layer_module(site.layer).register_forward_hook(grab)
+    try:
+        handle.forward(batch["input_ids"], batch["attention_mask"])
+    except StopForward:
+        pass
+    finally:
+        hook.remove()
+    return sae.encode(select_positions(got["h"], batch["attention_mask"], -1).float())
+
+
+def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token log-probs [n, vocab] at each row's last real token."""
+    return torch.log_softmax(select_positions(handle.forward(**batch), batch["attention_mask"], -1).float(), -1)
+
+
+def _kl(logp0: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    return (logp0.exp() * (logp0 - logp)).sum(-1)
+
+
+def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Sequence[str], *,
+              retain: Sequence[str | Fact] = (), texts: Sequence[str] | None = None,
+              config: SAEAlignConfig | None = None, progress: bool = False) -> Edit:
+    """Train the low-rank deltas of the module docstring; returns the (unapplied) Edit.
+
+    known / unknown: entity names (reference means); retain: entities (or their Facts) whose codes
+    are kept (default: the known list) — for Facts, also the next-token distribution at the end of
+    their `retain_forms` prompts; texts: clean text for the KL term (default wiki.train).
+    """
+    from ..locate.sae_features import sae_site
+    from ..verify.recall import prompt_ids
+
+    cfg = config or SAEAlignConfig()
+    if not isinstance(cfg, SAEAlignConfig):
+        raise ConfigError(f"config must be an SAEAlignConfig, got {type(cfg).__name__}")
+    fact = target if isinstance(target, Fact) else None
+    name = (fact.subject if fact else str(target)).strip()
+    if not name:
+        raise InputError("give the target entity's name (e.g. 'France') or its Fact")
+    if name in set(unknown):
+        raise InputError(f"{name!r} is in the unknown list; the target must be an entity the model knows")
+    known = [k for k in dict.fromkeys(known) if k != name][: cfg.n_reference]
+    unknown = list(dict.fromkeys(unknown))[: cfg.n_reference]
+    if len(known) < 5 or len(unknown) < 5:
+        raise InputError("sae_align needs at least 5 known (besides the target) and 5 unknown entities; "
+                         "use load_suite('capitals') subjects and unknown_entities()")
+    site = handle.check_site(sae_site(sae))
+    for layer in cfg.layers:
+        handle.check_layer(layer)
+        if layer > site.layer:
+            raise ConfigError(f"layer {layer} is after the SAE's layer {site.layer}; it cannot change the codes")
+    retain = [r for r in (retain or known) if (r.subject if isinstance(r, Fact) else r) != name][: cfg.n_retain]
+    ret_names = [r.subject if isinstance(r, Fact) else r for r in retain]
+    ret_facts = [r for r in retain if isinstance(r, Fact)]
+    t0 = time.perf_counter()
+    h, templates = handle, _templates(handle, fact, cfg)
+    batches, ref, pool = {}, {}, []
+    with torch.no_grad():                                   # original codes, distributions and targets
+        mu_k = torch.stack([_codes(h, sae, site, _encode(h, [t], known)).mean(0) for t in templates])
+        mu_u = torch.stack([_codes(h, sae, site, _encode(h, [t], unknown)).mean(0) for t in templates])
+        scale = ((mu_k - mu_u) ** 2).sum(-1)                                       # D_t [n_t]
+        batches["target"] = _encode(h, templates, [name])
+        if ret_names and cfg.retain_weight:
+            batches["retain"] = _encode(h, templates[: cfg.retain_frames], ret_names)
+            ref["retain"] = _codes(h, sae, site, batches["retain"])
+            ref["retain_scale"] = scale[: cfg.retain_frames].repeat_interleave(len(ret_names))
+        if ret_facts and cfg.retain_forms and cfg.fact_weight:
+            batches["facts"] = pad_rows([prompt_ids(h, f.forms[form]["prompt"], f.forms[form]["chat"])
+                                         for form in cfg.retain_forms for f in ret_facts], h.pad_id)
+            ref["facts"] = _last_logp(h, batches["facts"])
+        if cfg.lm_texts and cfg.lm_weight:
+            from ..saes import text_chunks
+
+            chunks = text_chunks(h, list(texts) if texts else load_text("wiki", "train")[:20], cfg.lm_tokens)
+            if not chunks:
+                raise InputError("texts gave no chunk of at least 16 tokens for the LM term")
+            pool = [h.encode(chunks[i: i + cfg.lm_batch], max_length=cfg.lm_tokens)
+                    for i in range(0, min(cfg.lm_texts, len(chunks)), cfg.lm_batch)]
+            ref["lm"] = [torch.log_softmax(h.forward(**b).float(), -1).half() for b in pool]   # fp16 keeps it small
+        got = capture(h, [f.format(name) for f in cfg.frames], [Site(l, "mlp_hidden") for l in cfg.layers])
+        keys = {s.layer: got[s].mean(0) for s in got.acts}            # the target's mean MLP key (V's init)
+
+    def objective(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        f = _codes(h, sae, site, batches["target"])
+        parts = {"sae": (((f - mu_u) ** 2).sum(-1) / scale).mean(),
+                 "push": (((f - mu_k) ** 2).sum(-1) / scale).clamp(max=cfg.margin).mean()}
+        loss = parts["sae"] - cfg.beta * parts["push"]
+        if "retain" in batches:
+            got = _codes(h, sae, site, batches["retain"])
+            parts["retain"] = (((got - ref["retain"]) ** 2).sum(-1) / ref["retain_scale"]).mean()
+            loss = loss + cfg.retain_weight * parts["retain"]
+        if "facts" in batches:
+            parts["facts_kl"] = _kl(ref["facts"], _last_logp(h, batches["facts"])).mean()
+            loss = loss + cfg.fact_weight * parts["facts_kl"]
+        if pool:
+            b = pool[step % len(pool)]
+            logp = torch.log_softmax(h.forward(**b).float(), -1)
+            parts["lm_kl"] = _kl(ref["lm"][step % len(pool)].float(), logp)[b["attention_mask"].bool()].mean()
+            loss = loss + cfg.lm_weight * parts["lm_kl"]
+        return loss, parts
+
+    protect = sink_keys_basis(h, cfg.layers, cfg.sink_energy, cfg.sink_dims, seed=cfg.seed) if cfg.sink_dims else {}
+    trainable = TrainableLowRank(h, cfg.layers, cfg.rank, keys, protect, cfg.seed)
+    opt = torch.optim.Adam(trainable.u + trainable.v, lr=cfg.lr)
+    log: list[dict[str, float]] = []
+    with training_only(h, ()), torch.enable_grad(), trainable:      # every weight frozen, flags restored
+        bar = tqdm(range(cfg.steps + 1), disable=not progress, desc=f"sae-align {name}")
+        for step in bar:                                     # the last pass only measures
+            loss, parts = objective(step)
+            log.append({k: float(v.detach()) for k, v in parts.items()} | {"loss": float(loss.detach())})
+            bar.set_postfix({k: round(v, 3) for k, v in log[-1].items()})
+            if step == cfg.steps:
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    deltas = trainable.deltas()
+    if not all(torch.isfinite(t).all() for d in deltas for t in (d.u, d.v)):
+        raise InputError("training diverged (non-finite factors); lower lr or steps")
+    cfg_dict = asdict(cfg) | {k: list(getattr(cfg, k)) for k in ("layers", "frames", "forms", "retain_forms")}
+    return Edit(method="sae-align", deltas=deltas, model_id=h.id, config=cfg_dict,
+                target={"entity": name, "fact": fact.id if fact else None, "sae_site": str(site),
+                        "n_known": len(known), "n_unknown": len(unknown), "retain": ret_names},
+                stats={"objective": OBJECTIVE, "steps": cfg.steps, "templates": len(templates),
+                       "initial": log[0], "final": log[-1], "seconds": round(time.perf_counter() - t0, 2)})

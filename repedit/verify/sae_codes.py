@@ -1,0 +1,113 @@
+"""Does the model's SAE code call an entity known? And what did an edit do to recall and fluency?
+
+`fit_knownness` fits a logistic probe (`repedit.locate.probes.fit_probe`) on SAE codes of known
+vs unknown entities at the entity's last token, in `EVAL_FRAMES` (none of them is a training frame
+of `repedit.edits.sae_align`, so the classifier reads templates the edit never saw);
+`P(known)` of an entity is the probe's probability averaged over those frames.
+`sae_align_effect` measures P(known), recall (five forms), neighbours, unrelated facts and
+perplexity before an edit and with it applied (reverted after), and the cosine between each
+entity's codes before and after (target vs neighbours, in the classifier's frames).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..errors import InputError
+from ..locate.probes import ProbeDirection, fit_probe
+from ..locate.sae_features import ENTITY_FRAME, encode_texts, sae_site
+from ..suites import FORMS, Fact
+from .perplexity import perplexity
+from .recall import recall
+
+EVAL_FRAMES = (ENTITY_FRAME.replace("{entity}", "{}"), "A short history of {}", "I am writing a travel guide to {}",
+               "The government of {}")
+
+
+@dataclass(frozen=True)
+class KnownnessClassifier:
+    """Logistic probe on SAE codes (label 1 = known); `p_known` averages over `frames`."""
+
+    probe: ProbeDirection
+    frames: tuple[str, ...]
+    cv_accuracy: float
+
+    def p_known(self, handle, sae, entities: Sequence[str]) -> torch.Tensor:
+        """P(known) [n_entities], mean over the classifier's frames."""
+        if not entities:
+            raise InputError("p_known() needs at least one entity")
+        texts = [f.format(e) for f in self.frames for e in entities]
+        codes = encode_texts(handle, sae, texts, sae_site(sae))
+        return torch.sigmoid(self.probe(codes)).view(len(self.frames), len(entities)).mean(0)
+
+
+def fit_knownness(handle, sae, known: Sequence[str], unknown: Sequence[str],
+                  frames: Sequence[str] = EVAL_FRAMES) -> KnownnessClassifier:
+    """Fit the known-vs-unknown classifier on SAE codes (5-fold CV accuracy recorded)."""
+    if len(known) < 5 or len(unknown) < 5:
+        raise InputError("fit_knownness() needs at least 5 known and 5 unknown entities")
+    if not frames or any(f.count("{}") != 1 for f in frames):
+        raise InputError("each classifier frame needs one '{}' where the entity goes, e.g. 'The history of {}'")
+    site = sae_site(sae)
+    k = encode_texts(handle, sae, [f.format(e) for f in frames for e in known], site)
+    u = encode_texts(handle, sae, [f.format(e) for f in frames for e in unknown], site)
+    # 5 folds by entity: no entity is in a fold's training and test rows at once
+    groups = [i % 5 for _ in frames for i in range(len(known))] + [i % 5 for _ in frames for i in range(len(unknown))]
+    probe = fit_probe(torch.cat([k, u]), [1] * len(k) + [0] * len(u), groups=groups, site=site)
+    return KnownnessClassifier(probe=probe, frames=tuple(frames), cv_accuracy=probe.cv_accuracy)
+
+
+def _summary(handle, facts: Sequence[Fact], forms: Sequence[str]) -> dict:
+    res = recall(handle, facts, forms, progress=False)
+    return {"forms": {f: {"accuracy": s.accuracy, "probability": s.probability} for f, s in res.forms.items()},
+            "mean_accuracy": res.mean_accuracy, "mean_probability": res.mean_probability}
+
+
+@dataclass(frozen=True)
+class SAEAlignEffect:
+    """Before / after numbers of one edit (dicts of the same keys)."""
+
+    target: str
+    before: dict
+    after: dict
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(handle, sae, clf: KnownnessClassifier, target: Fact, neighbours: Sequence[Fact] = (),
+            unrelated: Sequence[Fact] = (), texts: Sequence[str] = (), neighbour_forms=("blank", "qa")) -> dict:
+    """P(known) of the target and neighbours, recall of target (five forms), neighbours, unrelated, perplexity."""
+    out = {"p_known": float(clf.p_known(handle, sae, [target.subject])[0]), "target": _summary(handle, [target], FORMS)}
+    if neighbours:
+        out["neighbours"] = _summary(handle, neighbours, neighbour_forms)
+        out["neighbours_p_known"] = float(clf.p_known(handle, sae, [f.subject for f in neighbours]).mean())
+    if unrelated:
+        out["unrelated"] = _summary(handle, unrelated, neighbour_forms)
+    if texts:
+        out["perplexity"] = perplexity(handle, list(texts))
+    return out
+
+
+def sae_align_effect(handle, sae, edit, clf: KnownnessClassifier, target: Fact, neighbours: Sequence[Fact] = (),
+                     unrelated: Sequence[Fact] = (), texts: Sequence[str] = (),
+                     before: dict | None = None) -> SAEAlignEffect:
+    """Measure without and with `edit` (applied on an EditStack, reverted after); `before` reuses a measurement."""
+    from ..edits.stack import applied
+
+    t0 = time.perf_counter()
+    entities = [target.subject] + [f.subject for f in neighbours]
+    texts_c = [f.format(e) for f in clf.frames for e in entities]
+    c0 = encode_texts(handle, sae, texts_c, sae_site(sae))
+    before = before or measure(handle, sae, clf, target, neighbours, unrelated, texts)
+    with applied(handle, edit):
+        after = measure(handle, sae, clf, target, neighbours, unrelated, texts)
+        c1 = encode_texts(handle, sae, texts_c, sae_site(sae))
+    cos = torch.nn.functional.cosine_similarity(c0, c1).view(len(clf.frames), len(entities)).mean(0)
+    after["codes_cosine"] = {"target": float(cos[0]), "neighbours": float(cos[1:].mean()) if neighbours else None}
+    return SAEAlignEffect(target=target.subject, before=before, after=after, seconds=round(time.perf_counter() - t0, 2))

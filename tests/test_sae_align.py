@@ -1,0 +1,148 @@
+"""SAE unknown-alignment on the real default model with the shipped SAE: guarantees, not shapes."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from repedit.edits import EditStack, applied
+from repedit.edits.hooks import hooked
+from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align, unknown_entities
+from repedit.errors import ConfigError, InputError
+from repedit.locate.sae_features import encode_texts, sae_site
+from repedit.saes import load_sae
+from repedit.suites import load_suite
+from repedit.verify.recall import answer_logprobs
+from repedit.verify.sae_codes import fit_knownness
+from roundtrip import assert_export_roundtrip
+
+SAE_DIR = Path(__file__).resolve().parents[1] / "saes" / "smollm2-135m-L15-topk"
+TARGET = "France"
+# capitals SmolLM2-135M answers correctly (greedy, fill-in-the-blank; `known_facts`), fixed to keep the test fast
+KNOWN = ("Japan", "Germany", "Italy", "Russia", "China", "Mexico", "Spain", "Canada", "Indonesia", "Pakistan",
+         "Thailand", "United Kingdom", "South Korea", "Kenya", "Uganda", "Sudan", "Malaysia", "Chile", "Cuba", "Greece")
+FAST = SAEAlignConfig(steps=15, lr=3e-2, frames=FRAMES[:4], forms=("blank", "qa", "adversarial"), n_reference=12,
+                      n_retain=8, lm_texts=4, lm_batch=1)          # ~40 s of training on one CPU core
+FORMS = ("qa", "blank", "paraphrase", "adversarial")
+TEXTS = ["The capital of France is", "Paris is a city in", "The chemical symbol of gold is"]
+
+
+def _weights(h):
+    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _logits(h):
+    batch = h.encode(TEXTS)
+    return h.logits(batch["input_ids"], batch["attention_mask"])
+
+
+@pytest.fixture(scope="module")
+def made(smol):
+    sae = load_sae(SAE_DIR)
+    by = {f.subject: f for f in load_suite("capitals")}
+    others = [by[s] for s in KNOWN]
+    unknown = unknown_entities()
+    grads = {n: p.requires_grad for n, p in smol.model.named_parameters()}
+    w0 = _weights(smol)
+    edit = sae_align(smol, sae, by[TARGET], [f.subject for f in others], unknown[:20], retain=others[8:],
+                     config=FAST)
+    untouched = _same(_weights(smol), w0) and grads == {n: p.requires_grad for n, p in smol.model.named_parameters()}
+    # classifier: frames the edit never trained on, unknown entities it never saw
+    clf = fit_knownness(smol, sae, [f.subject for f in others], unknown[20:])
+    return {"sae": sae, "edit": edit, "target": by[TARGET], "neighbours": others[:8], "clf": clf,
+            "untouched": untouched, "w0": w0}
+
+
+def test_target_reads_unknown_and_loses_recall_neighbours_kept(smol, made):
+    sae, clf, edit, target, neigh = made["sae"], made["clf"], made["edit"], made["target"], made["neighbours"]
+    assert clf.cv_accuracy > 0.9
+    site = sae_site(sae)
+    frames = [f.format(e) for f in clf.frames for e in [TARGET] + [n.subject for n in neigh]]
+    p0, a0, n0 = clf.p_known(smol, sae, [TARGET])[0], answer_logprobs(smol, [target], FORMS).exp()[0], \
+        answer_logprobs(smol, neigh, FORMS).exp()
+    c0 = encode_texts(smol, sae, frames, site)
+    with applied(smol, edit):
+        p1, a1, n1 = clf.p_known(smol, sae, [TARGET])[0], answer_logprobs(smol, [target], FORMS).exp()[0], \
+            answer_logprobs(smol, neigh, FORMS).exp()
+        np1 = clf.p_known(smol, sae, [n.subject for n in neigh])
+        c1 = encode_texts(smol, sae, frames, site)
+    assert p0 > 0.9 and p1 < 0.5, (p0, p1)
+    assert a1 < 0.5 * a0, (a0, a1)                                    # the target's answer mostly gone
+    assert n1.mean() > 0.85 * n0.mean() and (np1 > 0.5).all(), (n0, n1, np1)
+    change = 1 - torch.nn.functional.cosine_similarity(c0, c1).view(len(clf.frames), -1).mean(0)
+    assert change[0] > 0.5 and change[0] > 3 * change[1:].mean(), change   # the target's codes moved, others' much less
+
+
+def test_training_writes_no_weight_and_the_edit_is_what_it_claims(smol, made):
+    edit = made["edit"]
+    assert made["untouched"] and _same(_weights(smol), made["w0"])
+    assert edit.method == "sae-align" and edit.params == [f"model.layers.{l}.mlp.down_proj.weight" for l in FAST.layers]
+    assert edit.config["rank"] == FAST.rank and edit.config["steps"] == FAST.steps
+    st = edit.stats
+    assert st["steps"] == FAST.steps and "objective" in st and st["seconds"] > 0
+    assert st["final"]["sae"] < st["initial"]["sae"] and set(st["final"]) >= {"sae", "push", "retain", "lm_kl"}
+    before = {n: p.detach().double().clone() for n, p in smol.model.named_parameters() if n in edit.params}
+    with applied(smol, edit):
+        after = {n: p.detach().double().clone() for n, p in smol.model.named_parameters() if n in edit.params}
+    for d in edit.deltas:
+        assert int(torch.linalg.matrix_rank(after[d.param] - before[d.param], rtol=1e-6)) == d.rank == FAST.rank
+
+
+def test_push_export_revert_bit_exact_and_merged_equals_hooked(smol, made, tmp_path):
+    edit, w0 = made["edit"], made["w0"]
+    l0 = _logits(smol)
+    stack = EditStack(smol)
+    stack.push(edit)
+    merged = _logits(smol)
+    assert (merged - l0).abs().max() > 1e-3
+    (again,) = assert_export_roundtrip(smol, stack, tmp_path / "out", TEXTS, w0)   # reloads in plain transformers
+    assert again.config["layers"] == list(FAST.layers)
+    stack.pop()
+    assert _same(_weights(smol), w0) and torch.equal(_logits(smol), l0)
+    with hooked(smol, edit):
+        hook = _logits(smol)
+    torch.testing.assert_close(hook, merged, atol=2e-4, rtol=1e-4)
+    assert _same(_weights(smol), w0)
+
+
+class _FailingSAE:
+    """Wraps the SAE; encode raises inside the training loop (the first input that carries gradients)."""
+
+    def __init__(self, sae):
+        self.sae, self.cfg, self.failed = sae, sae.cfg, False
+
+    def encode(self, x):
+        if x.requires_grad:
+            self.failed = True
+            raise RuntimeError("boom")
+        return self.sae.encode(x)
+
+
+def test_invalid_or_failed_calls_raise_and_leave_the_model_as_it_was(smol, made):
+    sae, target = made["sae"], made["target"]
+    known, unknown = list(KNOWN), unknown_entities()[:20]
+    grads = {n: p.requires_grad for n, p in smol.model.named_parameters()}
+    w0 = made["w0"]
+    with pytest.raises(InputError, match="unknown list"):
+        sae_align(smol, sae, unknown[0], known, unknown, config=FAST)
+    with pytest.raises(InputError, match="entity"):
+        sae_align(smol, sae, "  ", known, unknown, config=FAST)
+    with pytest.raises(InputError, match="at least 5 known"):
+        sae_align(smol, sae, target, known[:3], unknown, config=FAST)
+    with pytest.raises(ConfigError, match="after the SAE"):
+        sae_align(smol, sae, target, known, unknown, config=SAEAlignConfig(layers=(14, 20)))
+    for bad in ({"rank": 0}, {"layers": (14, 12)}, {"frames": ("{} is",)}, {"frames": ("{}",)}, {"forms": ("haiku",)},
+                {"beta": -1.0}, {"lm_tokens": 4}):
+        with pytest.raises(ConfigError):
+            SAEAlignConfig(**bad)
+    failing = _FailingSAE(sae)
+    with pytest.raises(RuntimeError, match="boom"):
+        sae_align(smol, failing, target, known, unknown, retain=known[8:], config=FAST)
+    assert failing.failed
+    assert _same(_weights(smol), w0) and grads == {n: p.requires_grad for n, p in smol.model.named_parameters()}
+    downs = [smol.model.get_submodule(f"model.layers.{l}.mlp.down_proj") for l in FAST.layers]
+    assert not any(m._forward_hooks for m in downs)
