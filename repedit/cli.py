@@ -23,12 +23,14 @@ def _register_subcommands() -> None:
 
     from .edits.cli import app as edit_app
     from .edits.cli import register_export
+    from .recipes.cli import register as register_recipes
     from .verify.cli import register as register_verify
 
     app.add_typer(locate_app, name="locate")
     app.add_typer(edit_app, name="edit")
     register_verify(app)
     register_export(app)
+    register_recipes(app)
 
 
 def _write_json(path: Path | None, payload: dict) -> None:

@@ -60,6 +60,27 @@ def lm_loss(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
                                              ignore_index=-100)
 
 
+def residual_after(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """Residual stream [batch, seq, d_model] at the output of block `layer`, gradients kept; the
+    forward stops there (later blocks never run)."""
+    from .backends.base import StopForward
+
+    got = {}
+
+    def grab(_m, _args, out):
+        got["h"] = out[0] if isinstance(out, tuple) else out
+        raise StopForward
+
+    hook = handle.layer_module(layer).register_forward_hook(grab)
+    try:
+        handle.forward(input_ids, attention_mask)
+    except StopForward:
+        pass
+    finally:
+        hook.remove()
+    return got["h"]
+
+
 @dataclass(frozen=True)
 class Trainable:
     params: dict[str, torch.nn.Parameter]      # the live tensors being trained

@@ -66,3 +66,33 @@ def test_relearning_brings_back_ga_forgotten_facts_and_restores_weights(smol):
     assert all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())
     with pytest.raises(InputError):
         relearn(smol, train, [], steps=2)
+
+
+def test_rmu_misdirects_forget_activations_more_than_retained_ones(smol):
+    from repedit.baselines.rmu import RMUConfig, rmu_unlearn
+    from repedit.training import residual_after, fact_batch
+
+    forget, retain = _caps("France", "Japan"), _caps("Germany", "Italy", "Spain")
+    w0 = _weights(smol)
+    cfg = RMUConfig(layer=6, steps=12, lr=1e-3, stop_at=0.0, retain_texts=4)
+    edit = rmu_unlearn(smol, forget, retain, cfg)
+    assert sorted(edit.params) == [f"model.layers.{i}.mlp.down_proj.weight" for i in (4, 5, 6)]
+    assert all(torch.equal(v, w0[k]) for k, v in smol.model.state_dict().items())
+
+    def drift():
+        out = []
+        for facts in (forget, retain):
+            b = fact_batch(smol, facts, "blank")
+            with torch.no_grad():
+                out.append(residual_after(smol, b.input_ids, b.attention_mask, 6)[:, 1:])
+        return out
+
+    f0, r0 = drift()
+    with EditStack(smol).temporarily(edit):
+        f1, r1 = drift()
+    moved = lambda a, b: float(((a - b).norm(dim=-1) / b.norm(dim=-1)).mean())     # noqa: E731
+    assert moved(f1, f0) > 3 * moved(r1, r0), (moved(f1, f0), moved(r1, r0))
+    log = edit.stats["log"]
+    assert log[0]["forget_mse"] > log[-2]["forget_mse"]
+    with pytest.raises(ConfigError, match="update_layers"):
+        RMUConfig(layer=4, update_layers=(5,))

@@ -79,6 +79,19 @@ def _sae_align(h):
     return sae_align(h, sae, _capitals("France")[0], known, unknown_entities()[:6], config=cfg)
 
 
+def _rmu(h):
+    from repedit.baselines.rmu import RMUConfig, rmu_unlearn
+
+    cfg = RMUConfig(layer=6, steps=2, lr=1e-4, stop_at=0.0, retain_texts=2)
+    return rmu_unlearn(h, _capitals("France", "Japan"), _capitals("Germany"), cfg)
+
+
+def _leace_folded(h):
+    from repedit.baselines.leace import leace_facts
+
+    return fold_projection(h, leace_facts(h, _capitals("France", "Japan"), _capitals("Germany", "Italy"), depth=6))
+
+
 # name -> (builder, needs untied input/output embeddings)
 METHODS = {
     "value-vector-zero": (lambda h: value_vector_edit(h, 29, [1321, 697]), False),
@@ -91,6 +104,8 @@ METHODS = {
     "pga-trained": (_pga_trained, False),
     "ga": (_ga, False),
     "sae-align": (_sae_align, False),
+    "rmu": (_rmu, False),
+    "leace-folded": (_leace_folded, True),
 }
 
 

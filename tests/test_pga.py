@@ -55,3 +55,17 @@ def test_pga_validates(toy_setup):
         pga(feats, depth=depth, method="lasso")
     with pytest.raises(InputError):
         pga(feats, depth=depth - 1)
+
+
+def test_leace_erases_the_linear_signal_and_folds_like_pga(toy, toy_setup):
+    """The LEACE baseline leaves a fresh linear probe at chance where the signature was clear."""
+    from repedit.baselines.leace import fit_leace, leace_pool
+
+    pool, depth, feats = toy_setup
+    before, _ = depth_curve(feats)
+    erasure = leace_pool(feats, depth=depth)
+    assert before.true_loo[0] > 0.65 and refit_loo(toy, pool, erasure) < 0.6
+    A, B = erasure.factors()
+    torch.testing.assert_close(B.T @ A, torch.eye(erasure.k, dtype=A.dtype), atol=1e-6, rtol=0)   # a projection
+    with pytest.raises(InputError, match="two label classes"):
+        fit_leace(torch.randn(6, 4), [1] * 6, depth)

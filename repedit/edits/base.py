@@ -45,7 +45,7 @@ class LowRankDelta:
     def new_value(self, w: torch.Tensor) -> torch.Tensor:
         if w.ndim != 2 or w.shape != (self.u.shape[0], self.v.shape[0]):
             raise EditError(f"{self.param}: delta is {self.u.shape[0]}x{self.v.shape[0]}, parameter is {tuple(w.shape)}")
-        return w + (self.u.to(w.dtype) @ self.v.to(w.dtype).T)
+        return w + (self.u.to(w.device, w.dtype) @ self.v.to(w.device, w.dtype).T)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"u": self.u, "v": self.v}
@@ -67,7 +67,7 @@ class DenseDelta:
     def new_value(self, w: torch.Tensor) -> torch.Tensor:
         if w.shape != self.d.shape:
             raise EditError(f"{self.param}: delta is {tuple(self.d.shape)}, parameter is {tuple(w.shape)}")
-        return w + self.d.to(w.dtype)
+        return w + self.d.to(w.device, w.dtype)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"d": self.d}
@@ -95,7 +95,7 @@ class ProjectorDelta:
         return int(self.q.shape[0])
 
     def new_value(self, w: torch.Tensor) -> torch.Tensor:
-        q = self.q.to(w.dtype)
+        q = self.q.to(w.device, w.dtype)
         n = q.shape[1]
         if w.ndim == 1:
             if self.side != "rows" or w.shape[0] != n:

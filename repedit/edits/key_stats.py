@@ -43,25 +43,46 @@ def key_moments(handle, layers: Sequence[int], *, n_tokens: int = 40_000, contex
     if not missing:
         return out, 0.0
     t0 = time.perf_counter()
-    fitters = {layer: MomentFitter(handle.d_mlp) for layer in missing}
-    keys = [(layer, Point.MLP_HIDDEN) for layer in missing]
+    fitters = key_fitters(handle, missing, load_text("wiki", "train") + load_text("news", "train"),
+                          n_tokens=n_tokens, context=context, progress=progress)
+    out |= store_key_moments(handle, fitters, n_tokens)
+    return out, time.perf_counter() - t0
+
+
+def key_fitters(handle, layers: Sequence[int], texts: Sequence[str], *, n_tokens: int | None = None,
+                context: int = 128, progress: bool = True) -> dict[int, MomentFitter]:
+    """Streaming fitters of mlp_hidden at `layers` over `texts` (one shard; up to `n_tokens`).
+
+    The scale path: each worker (GPU, machine) runs this on its own shard of the text and saves
+    the fitters (`MomentFitter.save`); `MomentFitter.merge` combines them exactly, and
+    `store_key_moments` puts the result where ROCR looks for it."""
+    layers = sorted({int(x) for x in layers})
+    for layer in layers:
+        handle.check_layer(layer)
+    fitters = {layer: MomentFitter(handle.d_mlp) for layer in layers}
+    keys = [(layer, Point.MLP_HIDDEN) for layer in layers]
     be = get_backend(handle, "torch")
-    texts = load_text("wiki", "train") + load_text("news", "train")
     seen = 0
-    bar = tqdm(total=n_tokens, disable=not progress, desc=f"key statistics L{missing}")
+    bar = tqdm(total=n_tokens, disable=not progress, desc=f"key statistics L{layers}")
     for i in range(0, len(texts), 8):
-        batch = handle.encode(texts[i: i + 8], max_length=context)
+        batch = handle.encode(list(texts[i: i + 8]), max_length=context)
         mask = batch["attention_mask"].bool().clone()
         mask[:, 0] = False                                   # drop position 0 (massive activations)
         res = be.run(batch["input_ids"], batch["attention_mask"], reads=keys, stop_early=True)
-        for layer in missing:
-            fitters[layer].update(res.acts[(layer, Point.MLP_HIDDEN)][mask].float())
+        for layer in layers:
+            fitters[layer].update(res.acts[(layer, Point.MLP_HIDDEN)].to(mask.device)[mask].float().cpu())
         n = int(mask.sum())
         seen += n
         bar.update(n)
-        if seen >= n_tokens:
+        if n_tokens is not None and seen >= n_tokens:
             break
     bar.close()
+    return fitters
+
+
+def store_key_moments(handle, fitters: dict[int, MomentFitter], n_tokens: int) -> dict[int, Moments]:
+    """Save fitters (e.g. merged from shards) as the cached key statistics for `n_tokens`; fitted moments."""
+    out = {}
     for layer, f in fitters.items():
         p = _path(handle, layer, n_tokens)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +90,7 @@ def key_moments(handle, layers: Sequence[int], *, n_tokens: int = 40_000, contex
         f.save(tmp)
         tmp.replace(p)
         out[layer] = f.fit()
-    return out, time.perf_counter() - t0
+    return out
 
 
 def null_space(moments: Moments, rel_threshold: float) -> torch.Tensor:

@@ -14,21 +14,20 @@ This is a hook (activation rewrite); it is not a weight edit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..verify.features import PoolFeatures, depth_key, pool_features
+from ..verify.features import PoolFeatures, pool_features
 from ..verify.loo import logistic_group_loo, proba_accuracy, zscore_stats
 from ..verify.pools import Pool
+from .rewrite import DepthRewrite
 
 
 @dataclass(frozen=True)
-class ProbeProjection:
+class ProbeProjection(DepthRewrite):
     """Remove span(U) at one depth, in the standardised frame (μ, s). U [d, k] orthonormal."""
 
     depth: int
@@ -37,7 +36,6 @@ class ProbeProjection:
     U: torch.Tensor
     method: str = "pga"
     history: tuple = field(default_factory=tuple)     # adversarial rounds: (round, refit LOO accuracy)
-    mergeable = False
 
     @property
     def k(self) -> int:
@@ -48,16 +46,11 @@ class ProbeProjection:
         z = (x - mu) / s
         return x - ((z @ U) @ U.T) * s
 
-    def writes(self) -> dict:
-        return {depth_key(self.depth): self.rewrite}
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) [d, k] float64 with x − μ ← (I − A Bᵀ)(x − μ) and Bᵀ A = I (the fold's input)."""
+        s, U = self.scale.double(), self.U.double()
+        return U * s[:, None], U / s[:, None]
 
-    @contextmanager
-    def active(self, handle) -> Iterator[None]:
-        """Install the rewrite as a forward hook for the duration of a `with` block (generation works)."""
-        from ..backends.torch_hooks import installed
-
-        with installed(handle, self.writes()):
-            yield
 
 
 def _frame(feats: PoolFeatures, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -39,13 +39,12 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..backends.base import StopForward
 from ..capture import capture, select_positions
 from ..errors import ConfigError, InputError
 from ..models.handle import pad_rows
 from ..sites import Site
 from ..suites import Fact, load_text
-from ..training import training_only
+from ..training import residual_after, training_only
 from .base import Edit
 from .lowrank import TrainableLowRank, sink_keys_basis
 
@@ -141,20 +140,8 @@ def _encode(handle, templates: Sequence[tuple[str, bool]], entities: Sequence[st
 
 def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware)."""
-    got = {}
-
-    def grab(_m, _args, out):
-        got["h"] = out[0] if isinstance(out, tuple) else out
-        raise StopForward
-
-    hook = handle.layer_module(site.layer).register_forward_hook(grab)
-    try:
-        handle.forward(batch["input_ids"], batch["attention_mask"])
-    except StopForward:
-        pass
-    finally:
-        hook.remove()
-    return sae.encode(select_positions(got["h"], batch["attention_mask"], -1).float())
+    h = residual_after(handle, batch["input_ids"], batch["attention_mask"], site.layer)
+    return sae.encode(select_positions(h, batch["attention_mask"], -1).float())
 
 
 def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:

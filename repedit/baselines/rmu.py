@@ -1,0 +1,127 @@
+"""RMU baseline (Li et al. 2024, WMDP): representation misdirection, as an `Edit` of dense deltas.
+
+    L = mean ‖h_l(forget) − c·u‖² + α · mean ‖h_l(retain) − h_l^frozen(retain)‖²
+
+h_l is the residual stream after block `layer` at every real token of the forget / retain texts
+(position 0 — the attention sink, whose norm is orders of magnitude larger — is left out of both
+terms); u is a fixed random unit vector; only the MLP output matrices of `update_layers` (default
+layer−2..layer) train, with Adam. The forward stops after `layer`, so a step costs a fraction of a
+full pass. Choices the source leaves to the model: c defaults to `coef_scale` × the mean forget
+token norm at `layer` (the source's absolute 6.5–20 is tuned to Zephyr-7B's norms); forget texts are
+the facts' prompts with their answers in `forms`; retain texts are retain facts (same forms) and
+clean wiki chunks. Early stop once the mean forget answer probability (blank form, checked every
+`check_every` steps) is ≤ `stop_at`. The model is left bit-identical; the change is returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..edits.base import DenseDelta, Edit
+from ..errors import ConfigError, InputError
+from ..suites import Fact, load_text
+from ..training import fact_batch, residual_after, text_batch, training_only
+from .gradient import param_names
+
+
+@dataclass(frozen=True)
+class RMUConfig:
+    layer: int = 8                           #: residual stream after this block is misdirected
+    update_layers: tuple[int, ...] | None = None   #: None = layer−2 .. layer
+    coef: float | None = None                #: c; None = coef_scale × mean forget token norm
+    coef_scale: float = 3.0
+    alpha: float = 100.0                     #: retain weight
+    steps: int = 40
+    lr: float = 5e-5
+    forms: tuple[str, ...] = ("blank", "adversarial")
+    retain_texts: int = 8                    #: clean wiki chunks added to the retain set
+    stop_at: float = 0.05
+    check_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layer < 0 or self.steps < 1 or self.lr <= 0 or self.alpha < 0 or self.coef_scale <= 0:
+            raise ConfigError("RMUConfig needs layer >= 0, steps >= 1, lr > 0, alpha >= 0, coef_scale > 0")
+        if self.coef is not None and self.coef <= 0:
+            raise ConfigError("RMUConfig.coef must be > 0 (or None for coef_scale × the forget norm)")
+        if self.update_layers is not None and (not self.update_layers or max(self.update_layers) > self.layer):
+            raise ConfigError(f"update_layers must be non-empty and ≤ layer {self.layer} (later layers cannot "
+                              "change h_layer)")
+        if not self.forms or self.check_every < 1 or not 0 <= self.stop_at < 1 or self.retain_texts < 0:
+            raise ConfigError("RMUConfig needs forms, check_every >= 1, 0 <= stop_at < 1, retain_texts >= 0")
+
+
+def _rows(handle, facts: Sequence[Fact], forms: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask}
+            for b in (fact_batch(handle, facts, form) for form in forms)]
+
+
+def _mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    m = batch["attention_mask"].bool().clone()
+    m[:, 0] = False                            # the attention sink is left out
+    return m
+
+
+def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), config: RMUConfig | None = None,
+                texts: Sequence[str] | None = None) -> Edit:
+    """Train the update layers' MLP output matrices with the RMU objective; return the change as an Edit."""
+    cfg = config or RMUConfig()
+    if not isinstance(cfg, RMUConfig):
+        raise ConfigError(f"config must be an RMUConfig, got {type(cfg).__name__}")
+    if not forget:
+        raise InputError("rmu_unlearn() needs forget facts")
+    handle.check_layer(cfg.layer)
+    layers = cfg.update_layers or tuple(range(max(0, cfg.layer - 2), cfg.layer + 1))
+    names = param_names(handle, layers, ("mlp_out",))
+    f_batches = _rows(handle, forget, cfg.forms)
+    r_batches = _rows(handle, retain, cfg.forms) if retain else []
+    if cfg.retain_texts:
+        from ..saes import text_chunks
+
+        chunks = text_chunks(handle, list(texts) if texts else load_text("wiki", "train")[:20], 64)[: cfg.retain_texts]
+        if chunks:
+            b = text_batch(handle, chunks, max_length=64)
+            r_batches.append({"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]})
+    if not r_batches and cfg.alpha > 0:
+        raise InputError("alpha > 0 needs retain facts or retain_texts > 0")
+    probe = fact_batch(handle, forget, "blank")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        frozen = [residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer) for b in r_batches]
+        norm = torch.cat([residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)].norm(dim=-1)
+                          for b in f_batches]).mean()
+    coef = cfg.coef if cfg.coef is not None else cfg.coef_scale * float(norm)
+    g = torch.Generator().manual_seed(cfg.seed)
+    u = torch.rand(handle.d_model, generator=g)
+    target = coef * u / u.norm()
+    log: list[dict] = []
+    with training_only(handle, names) as trainable:
+        opt = torch.optim.Adam(trainable.params.values(), lr=cfg.lr)
+        for step in range(cfg.steps + 1):
+            if step % cfg.check_every == 0 or step == cfg.steps:
+                with torch.no_grad():
+                    p = float(probe.answer_logprobs(handle).exp().mean())
+                log.append({"step": step, "forget_probability": round(p, 5)})
+                if p <= cfg.stop_at or step == cfg.steps:
+                    break
+            fl = torch.stack([((residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)]
+                                - target) ** 2).mean() for b in f_batches]).mean()
+            rl = torch.stack([((residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)]
+                                - h0[_mask(b)]) ** 2).mean() for b, h0 in zip(r_batches, frozen)]).mean() \
+                if r_batches else torch.zeros(())
+            loss = fl + cfg.alpha * rl
+            log[-1] |= {"forget_mse": round(float(fl.detach()), 4), "retain_mse": round(float(rl.detach()), 6)}
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        deltas = tuple(DenseDelta(n, d) for n, d in trainable.changes().items())
+    if not all(torch.isfinite(d.d).all() for d in deltas):
+        raise InputError("RMU diverged (non-finite change); lower lr")
+    return Edit(method="rmu", deltas=deltas, model_id=handle.id,
+                config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()} | {"coef_used": coef},
+                target={"forget": [f.id for f in forget], "retain": [f.id for f in retain]},
+                stats={"steps": log[-1]["step"], "log": log, "seconds": round(time.perf_counter() - t0, 2)})

@@ -1,0 +1,91 @@
+"""`repedit run recipe.toml` and `repedit compare` (repedit's methods and the baselines on the same
+targets, one table)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=160) if not Console().is_terminal else Console()
+
+FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
+SHOWN = [("edit", "edit"), ("family", "family"), ("forget_after", "forget"), ("neighbours_after", "neighbours"),
+         ("perplexity_after", "ppl"), ("prefix_best_of", "prefix"), ("relearn_held_out", "relearned"),
+         ("trace_accuracy", "trace"), ("seconds", "s"), ("time_ratio_to_baseline", "÷ baseline")]
+
+
+def print_comparison(report: dict) -> None:
+    rows = report["comparison"]
+    table = Table(title=f"{report['recipe']['name']}: forget before {rows[0]['forget_before']:.4f}" if rows else "")
+    cols = [(k, label) for k, label in SHOWN if any(r.get(k) is not None for r in rows)]
+    for _, label in cols:
+        table.add_column(label)
+    for r in rows:
+        table.add_row(*[(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "—"))) for k, _ in cols])
+    console.print(table)
+
+
+def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
+                   sae: str | None, quick: bool, seed: int) -> str:
+    """The TOML of a comparison recipe (validated like any other)."""
+    quick_cfg = {"rocr": "{ stats_tokens = 6000 }", "mrp": "{ steps = 6 }", "sae-align": "{ steps = 10 }",
+                 "ga": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }",
+                 "npo": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }", "rmu": "{ steps = 10 }",
+                 "leace": "{}"}
+    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', "[targets]",
+             "forget = [" + ", ".join(json.dumps(s) for s in forget) + "]", "retain = 10", "neighbours = 12\n",
+             "[attacks]", f"relearn_steps = {relearn_steps}", f"trace_prompts = {trace_prompts}"]
+    if sae:
+        lines.append(f"sae = {json.dumps(sae)}")
+    lines.append("")
+    for m in methods:
+        cfg = quick_cfg.get(m, "{}") if quick else "{}"
+        lines += ["[[edit]]", f'method = "{m}"', f"config = {cfg}", ""]
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(recipe: Path = typer.Argument(..., help="TOML recipe (see recipes/)"),
+                out: Path = typer.Option(None, help="run directory (default runs/<name>)"),
+                force: bool = typer.Option(False, help="replace an existing run directory"),
+                check: bool = typer.Option(False, help="validate the recipe and stop (no compute)")):
+        """Run a recipe: locate/edit, verify, attack, report (report.html) and export."""
+        from .runner import run_recipe
+        from .schema import load_recipe
+
+        parsed = load_recipe(recipe)
+        if check:
+            console.print(f"{recipe}: valid ({len(parsed.edits)} edits: {', '.join(e.name for e in parsed.edits)})")
+            return
+        result = run_recipe(parsed, out, force=force, echo=console.print)
+        print_comparison(result.report)
+        console.print(f"report: {result.dir / 'report.html'}")
+
+    @app.command("compare")
+    def compare_cmd(forget: str = typer.Option(..., help="comma-separated subjects of the capitals suite"),
+                    methods: str = typer.Option(",".join(FACT_METHODS), help="comma-separated methods"),
+                    relearn_steps: int = typer.Option(10, help="relearning attack steps (0 = off)"),
+                    trace_prompts: int = typer.Option(40, help="prompts for trace detection (0 = off)"),
+                    sae: str = typer.Option(None, help="SAE directory for the SAE restoration attack"),
+                    quick: bool = typer.Option(False, help="small step counts (minutes, for a first look)"),
+                    seed: int = typer.Option(0), out: Path = typer.Option(None, help="run directory"),
+                    force: bool = typer.Option(False, help="replace an existing run directory")):
+        """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
+        from .runner import run_recipe
+        from .schema import parse_recipe
+
+        subjects = [s.strip() for s in forget.split(",") if s.strip()]
+        names = [m.strip() for m in methods.split(",") if m.strip()]
+        text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
+                              trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed)
+        recipe = parse_recipe(text, "<compare>")
+        run_dir = out or Path("runs") / "compare"
+        result = run_recipe(recipe, run_dir, force=force, echo=console.print)
+        (result.dir / "recipe.toml").write_text(text)
+        print_comparison(result.report)
+        console.print(f"report: {result.dir / 'report.html'}; rerun: repedit run {result.dir / 'recipe.toml'} --force")

@@ -1,0 +1,118 @@
+"""What a run measures, before and after each edit: targets resolved once, then the same
+verification and attacks for every method (facts: recall in forms, neighbours, unrelated,
+perplexity, prefixes, SAE restoration, trace detection, relearning; pools: per-depth LOO probe,
+probe variants and the re-fit attacker, perplexity, memorised-text log-prob)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..suites import load_suite, load_text
+from .schema import Recipe
+
+
+@dataclass
+class Resolved:
+    """The run's targets, resolved on the model (known facts filtered)."""
+
+    forget: list = field(default_factory=list)
+    retain: list = field(default_factory=list)
+    neighbours: list = field(default_factory=list)
+    unrelated: list = field(default_factory=list)
+    known: list[str] = field(default_factory=list)       # every known subject except the forget ones
+    pool: Any = None
+    texts: list[str] = field(default_factory=list)        # perplexity documents
+    trace_prompts: list[str] = field(default_factory=list)
+    not_known: list[str] = field(default_factory=list)    # forget subjects the model did not answer
+
+    def to_dict(self) -> dict:
+        ids = lambda fs: [f.subject for f in fs]    # noqa: E731
+        return {"forget": ids(self.forget), "retain": ids(self.retain), "neighbours": ids(self.neighbours),
+                "unrelated": ids(self.unrelated), "pool": None if self.pool is None else self.pool.name,
+                "pool_keys": None if self.pool is None else [k.key for k in self.pool.keys],
+                "perplexity_docs": len(self.texts), "trace_prompts": len(self.trace_prompts),
+                "forget_not_known_before": self.not_known}
+
+
+def resolve(handle, recipe: Recipe) -> Resolved:
+    from ..verify.recall import known_facts
+
+    t, out = recipe.targets, Resolved()
+    out.texts = load_text("news", "heldout")[: recipe.verify.perplexity_docs]
+    if recipe.attacks.trace_prompts:
+        docs = load_text("wiki", "heldout")
+        out.trace_prompts = [" ".join(d.split()[:12]) for d in docs if len(d.split()) >= 12][: recipe.attacks.trace_prompts]
+    if t.pool:
+        from ..verify.pools import load_pool, screened
+
+        out.pool, _ = screened(handle, load_pool(t.pool))
+    if not t.forget:
+        return out
+    facts = load_suite(t.suite)
+    by = {f.subject: f for f in facts}
+    known = known_facts(handle, facts) if t.known_only else facts
+    known_subjects = {f.subject for f in known}
+    out.forget = [by[s] for s in t.forget]
+    out.not_known = [s for s in t.forget if s not in known_subjects]
+    pool = [f for f in known if f.subject not in set(t.forget)]
+    if isinstance(t.retain, tuple):
+        out.retain = [by[s] for s in t.retain]
+        rest = [f for f in pool if f.subject not in set(t.retain)]
+    else:
+        out.retain, rest = pool[: t.retain], pool[t.retain:]
+    out.neighbours = rest[: t.neighbours]
+    out.known = [f.subject for f in pool]
+    unrelated = load_suite(t.unrelated_suite)
+    out.unrelated = (known_facts(handle, unrelated) if t.known_only else unrelated)[: t.unrelated]
+    return out
+
+
+def _recall(handle, facts, forms) -> dict | None:
+    from ..verify.recall import recall
+
+    if not facts:
+        return None
+    r = recall(handle, facts, forms, progress=False)
+    return {"probability": r.mean_probability, "accuracy": r.mean_accuracy,
+            "forms": {k: {"probability": v.probability, "accuracy": v.accuracy} for k, v in r.forms.items()}}
+
+
+def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
+    """Recall of forget (all forms), neighbours and unrelated (blank + qa), perplexity."""
+    from ..verify.perplexity import perplexity
+
+    side = [f for f in ("blank", "qa") if f in recipe.verify.forms] or list(recipe.verify.forms[:1])
+    return {"forget": _recall(handle, res.forget, recipe.verify.forms),
+            "neighbours": _recall(handle, res.neighbours, side),
+            "unrelated": _recall(handle, res.unrelated, side),
+            "perplexity": perplexity(handle, res.texts) if res.texts else None}
+
+
+def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
+    """Per-depth True-LOO and gap (ridge, leave-one-key-out) on the pool, perplexity."""
+    from ..verify.features import CONTEXTS, pool_features
+    from ..verify.perplexity import perplexity
+    from ..verify.signature import depth_curve
+
+    depths = list(recipe.verify.signature_depths) or [handle.n_layers * 3 // 5]
+    feats = pool_features(handle, res.pool, contexts=CONTEXTS[: recipe.targets.contexts], depths=depths,
+                          progress=False)
+    curve, _ = depth_curve(feats)
+    out = {"depths": depths, "true_loo": curve.true_loo, "gap": curve.gap,
+           "perplexity": perplexity(handle, res.texts) if res.texts else None}
+    if recipe.attacks.probes:
+        from ..verify.attackers import probe_variants_attack, refit_attack
+
+        out["probe_variants"] = probe_variants_attack(feats, depths=depths).to_dict()
+        out["refit"] = refit_attack(feats, depths=depths).to_dict()
+    return out
+
+
+def forget_level(m: dict) -> float:
+    """The run's forget number: mean answer probability over forms (facts) or peak-depth True-LOO (pool)."""
+    if m.get("forget") is not None:
+        return float(m["forget"]["probability"])
+    return float(np.max(m["true_loo"]))

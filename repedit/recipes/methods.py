@@ -1,0 +1,224 @@
+"""The registry of edit methods a recipe can name: each method's config dataclass, what it targets
+(facts or a memorised pool), whether it is repedit's or a baseline, and how it is built.
+
+Every builder takes a `Context` (the live model and the resolved targets) and the method's config,
+and returns the list of `Edit`s to push (ROCR and SAE alignment make one per forgotten subject).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, close_matches
+
+
+@dataclass(frozen=True)
+class PGAConfig:
+    """Closed-form PGA / MD-PGA / adversarial PGA at a depth, exported in the folded weight form."""
+
+    depth: int = 18                           #: 0 = embeddings; d = output of layer d−1 (the signature's peak)
+    k: int = 1                                #: directions (MD-PGA; PGA uses 1)
+    stop_below: float = 0.55                  #: adversarial rounds stop below this re-fit LOO accuracy
+    max_rounds: int = 7
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.k < 1 or not 0.5 <= self.stop_below <= 1 or self.max_rounds < 1:
+            raise ConfigError("PGAConfig needs depth >= 1, k >= 1, 0.5 <= stop_below <= 1, max_rounds >= 1")
+
+
+@dataclass(frozen=True)
+class LeaceConfig:
+    """LEACE erasure at a depth (folded weight form): forget vs retain prompts, or memorised vs control."""
+
+    depth: int = 8
+    forms: tuple[str, ...] = ("blank", "paraphrase", "adversarial")   #: fact forms used to fit (facts only)
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or not self.forms:
+            raise ConfigError("LeaceConfig needs depth >= 1 and at least one form")
+
+
+@dataclass
+class Context:
+    """What a builder sees: the model and the resolved targets of a run."""
+
+    handle: Any
+    forget: Sequence = ()
+    retain: Sequence = ()
+    known: Sequence[str] = ()                 #: other known subjects of the suite (reference entities)
+    pool: Any = None                          #: screened memorised pool (pool targets)
+    contexts: int = 8
+    sae: str | None = None
+    progress: bool = False
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    targets: str                              #: "facts" | "pool"
+    config: type
+    build: Callable[[Context, Any], list]
+    family: str                               #: "repedit" | "baseline"
+    source: str
+    needs_untied: bool = False                #: folded weight forms project the embedding
+
+
+def _rocr(ctx: Context, cfg) -> list:
+    from ..edits.rocr import ROCR
+    from ..edits.sae_align import unknown_entities
+
+    rocr, names = ROCR(ctx.handle, cfg, progress=ctx.progress), unknown_entities()
+    return [rocr.edit(f.subject, f"the Republic of {names[i % len(names)]}") for i, f in enumerate(ctx.forget)]
+
+
+def _mrp(ctx: Context, cfg) -> list:
+    from ..edits.mrp import MRP
+
+    mrp = MRP(ctx.handle, cfg)
+    mrp.task(list(ctx.forget), list(ctx.retain))
+    return [mrp.edit()]
+
+
+def _sae_align(ctx: Context, cfg) -> list:
+    from ..edits.sae_align import sae_align, unknown_entities
+    from ..saes import load_sae
+
+    sae = load_sae(ctx.sae or "saes/smollm2-135m-L15-topk")
+    unknown = unknown_entities()[: cfg.n_reference]
+    return [sae_align(ctx.handle, sae, f, list(ctx.known), unknown, retain=list(ctx.retain), config=cfg,
+                      progress=ctx.progress) for f in ctx.forget]
+
+
+def _gradient(objective: str) -> Callable:
+    def build(ctx: Context, cfg) -> list:
+        from ..baselines.gradient import gradient_unlearn
+
+        return [gradient_unlearn(ctx.handle, list(ctx.forget), list(ctx.retain),
+                                 dataclasses.replace(cfg, objective=objective))]
+    return build
+
+
+def _rmu(ctx: Context, cfg) -> list:
+    from ..baselines.rmu import rmu_unlearn
+
+    return [rmu_unlearn(ctx.handle, list(ctx.forget), list(ctx.retain), cfg)]
+
+
+def _pool_contexts(ctx: Context) -> dict:
+    from ..verify.features import CONTEXTS
+
+    return {"contexts": CONTEXTS[: ctx.contexts]}
+
+
+def _pga(method: str) -> Callable:
+    def build(ctx: Context, cfg) -> list:
+        from ..edits.fold import fold_projection
+        from ..edits.pga import adversarial_pga, pga
+
+        kw = _pool_contexts(ctx)
+        if method == "adversarial":
+            proj = adversarial_pga(ctx.handle, ctx.pool, depth=cfg.depth, stop_below=cfg.stop_below,
+                                   max_rounds=cfg.max_rounds, **kw)
+        else:
+            proj = pga(ctx.handle, ctx.pool, depth=cfg.depth, k=cfg.k if method == "md" else 1, method=method, **kw)
+        return [fold_projection(ctx.handle, proj)]
+    return build
+
+
+def _pga_trained(ctx: Context, cfg) -> list:
+    from ..edits.pga_trained import trained_pga
+
+    return [trained_pga(ctx.handle, ctx.pool, cfg, progress=ctx.progress)]
+
+
+def _leace(ctx: Context, cfg) -> list:
+    from ..baselines.leace import leace_facts, leace_pool
+    from ..edits.fold import fold_projection
+
+    if ctx.pool is not None and not ctx.forget:
+        erasure = leace_pool(ctx.handle, ctx.pool, depth=cfg.depth, **_pool_contexts(ctx))
+    else:
+        erasure = leace_facts(ctx.handle, ctx.forget, ctx.retain, depth=cfg.depth, forms=cfg.forms)
+    edit = fold_projection(ctx.handle, erasure)
+    return [dataclasses.replace(edit, method="leace-folded")]
+
+
+def _configs():
+    from ..baselines.gradient import GradientConfig
+    from ..baselines.rmu import RMUConfig
+    from ..edits.mrp import MRPConfig
+    from ..edits.pga_trained import TrainedPGAConfig
+    from ..edits.rocr import ROCRConfig
+    from ..edits.sae_align import SAEAlignConfig
+
+    return ROCRConfig, MRPConfig, SAEAlignConfig, GradientConfig, RMUConfig, TrainedPGAConfig
+
+
+def _registry() -> dict[str, MethodSpec]:
+    ROCRConfig, MRPConfig, SAEAlignConfig, GradientConfig, RMUConfig, TrainedPGAConfig = _configs()
+    specs = [
+        MethodSpec("rocr", "facts", ROCRConfig, _rocr, "repedit", "ROCR, rank-one concept redirection (ORT)"),
+        MethodSpec("mrp", "facts", MRPConfig, _mrp, "repedit", "MRP, metamorphosis representation projection",
+                   needs_untied=True),
+        MethodSpec("sae-align", "facts", SAEAlignConfig, _sae_align, "repedit",
+                   "SAE-guided internal representation unlearning (2025)"),
+        MethodSpec("pga", "pool", PGAConfig, _pga("pga"), "repedit", "PGA, probe-geometry alignment (2026)", True),
+        MethodSpec("md-pga", "pool", PGAConfig, _pga("md"), "repedit", "MD-PGA (2026)", True),
+        MethodSpec("adversarial-pga", "pool", PGAConfig, _pga("adversarial"), "repedit", "adversarial PGA (2026)",
+                   True),
+        MethodSpec("pga-trained", "pool", TrainedPGAConfig, _pga_trained, "repedit", "trained PGA (2026)"),
+        MethodSpec("ga", "facts", GradientConfig, _gradient("ga"), "baseline", "gradient ascent"),
+        MethodSpec("npo", "facts", GradientConfig, _gradient("npo"), "baseline", "NPO (Zhang et al. 2024)"),
+        MethodSpec("rmu", "facts", RMUConfig, _rmu, "baseline", "RMU (Li et al. 2024, WMDP)"),
+        MethodSpec("leace", "facts", LeaceConfig, _leace, "baseline", "LEACE (Belrose et al. 2023), concept-erasure",
+                   True),
+        MethodSpec("leace-pool", "pool", LeaceConfig, _leace, "baseline", "LEACE on memorised vs control", True),
+    ]
+    return {s.name: s for s in specs}
+
+
+class _Lazy(dict):
+    def _fill(self):
+        if not dict.__len__(self):
+            self.update(_registry())
+
+    def __getitem__(self, k):
+        self._fill()
+        return dict.__getitem__(self, k)
+
+    def __contains__(self, k):
+        self._fill()
+        return dict.__contains__(self, k)
+
+    def __iter__(self):
+        self._fill()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._fill()
+        return dict.__len__(self)
+
+    def keys(self):
+        self._fill()
+        return dict.keys(self)
+
+
+METHODS: dict[str, MethodSpec] = _Lazy()
+
+
+def method_config(method: str, values: dict[str, Any]):
+    """The method's config dataclass built from recipe values (lists → tuples); unknown keys raise."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; valid: {sorted(METHODS)} (close: {close_matches(method, METHODS)})")
+    cls = METHODS[method].config
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields or k == "objective"]
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field {unknown[0]!r}; valid: "
+                          f"{sorted(k for k in fields if k != 'objective')}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**kw)

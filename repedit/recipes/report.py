@@ -1,0 +1,153 @@
+"""report.html of a run: readable without the code. What was edited, the comparison table,
+before/after per form, plots (recall bars, relearning curves, per-depth probe curves with the
+unedited model and chance as controls), the attacks, and the commands that reproduce it.
+Plots are PNGs under plots/ and embedded in the page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+COLUMNS = [("edit", "edit"), ("family", "family"), ("forget_before", "forget before"), ("forget_after", "forget after"),
+           ("neighbours_after", "neighbours after"), ("unrelated_after", "unrelated after"),
+           ("perplexity_after", "perplexity after"), ("prefix_best_of", "prefix attack (best of)"),
+           ("relearn_held_out", "relearned (held-out)"), ("sae_restored", "SAE-restored"),
+           ("trace_accuracy", "trace detection acc."), ("seconds", "edit seconds"),
+           ("time_ratio_to_baseline", "time ÷ fastest baseline at ≤ forget")]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[dict], columns) -> str:
+    cols = [(k, label) for k, label in columns if any(k in r for r in rows)]
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for k, _ in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _png(fig, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _plots(report: dict, run_dir: Path) -> list[str]:
+    from ..plots import _pyplot
+
+    plt, out, edits, before = _pyplot(), [], report["edits"], report["before"]
+    names = ["before"] + list(edits)
+    if before.get("forget") is not None:
+        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 3.4))
+        groups = [g for g in ("forget", "neighbours", "unrelated") if before.get(g)]
+        width = 0.8 / len(groups)
+        for gi, g in enumerate(groups):
+            vals = [before[g]["probability"]] + [e["after"][g]["probability"] for e in edits.values()]
+            ax.bar([i + gi * width for i in range(len(names))], vals, width, label=g)
+        ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(names))])
+        ax.set_xticklabels(names, rotation=20, fontsize=8)
+        ax.set_ylabel("answer probability")
+        ax.set_title("recall: forget (mean over forms), neighbours, unrelated")
+        ax.legend(fontsize=8)
+        out.append(_png(fig, run_dir / "plots" / "recall.png"))
+        plt.close(fig)
+    curves = {k: e["attacks"]["relearn"] for k, e in edits.items() if "relearn" in e.get("attacks", {})}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for k, c in curves.items():
+            line, = ax.plot(c["steps"], c["held_out"], marker="o", label=f"{k} held-out")
+            ax.plot(c["steps"], c["train"], ls="--", color=line.get_color(), label=f"{k} trained-on")
+        ax.axhline(before["forget"]["probability"], color="grey", ls=":", label="before edit")
+        ax.set_xlabel("fine-tune step")
+        ax.set_ylabel("answer probability")
+        ax.set_title("relearning attack")
+        ax.legend(fontsize=7)
+        out.append(_png(fig, run_dir / "plots" / "relearn.png"))
+        plt.close(fig)
+    if before.get("true_loo") is not None:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ax.plot(before["depths"], before["true_loo"], marker="o", color="black", label="unedited")
+        for k, e in edits.items():
+            ax.plot(e["after"]["depths"], e["after"]["true_loo"], marker="o", label=k)
+        ax.axhline(0.5, color="grey", ls=":", label="chance")
+        ax.set_xlabel("depth")
+        ax.set_ylabel("True-LOO accuracy")
+        ax.set_title("memorisation signature probe per depth")
+        ax.legend(fontsize=7)
+        out.append(_png(fig, run_dir / "plots" / "probe_depths.png"))
+        plt.close(fig)
+    return out
+
+
+def _forms_table(report: dict) -> str:
+    before = report["before"].get("forget")
+    if not before:
+        return ""
+    rows = [{"model": "before", **{f: v["probability"] for f, v in before["forms"].items()}}]
+    for k, e in report["edits"].items():
+        rows.append({"model": k, **{f: v["probability"] for f, v in e["after"]["forget"]["forms"].items()}})
+    cols = [("model", "model")] + [(f, f) for f in before["forms"]]
+    return "<h2>Forget facts, answer probability per form</h2>" + _table(rows, cols)
+
+
+def _attack_tables(report: dict) -> str:
+    parts = []
+    pre = {k: e["attacks"]["prefixes"] for k, e in report["edits"].items() if "prefixes" in e.get("attacks", {})}
+    if pre:
+        rows = [{"model": "before", **{v: s["probability"] for v, s in report["before"]["prefixes"].items()}}] + \
+            [{"model": k, **{v: s["probability"] for v, s in p.items()}} for k, p in pre.items()]
+        variants = list(next(iter(pre.values())))
+        parts.append("<h2>Prefix and in-context attacks (answer probability)</h2>" +
+                     _table(rows, [("model", "model")] + [(v, v) for v in variants]))
+    if "probe_variants" in report["before"]:
+        rows = []
+        for k, m in [("before", report["before"])] + [(k, e["after"]) for k, e in report["edits"].items()]:
+            pv = m["probe_variants"]
+            row = {"model": k, **{v: max(acc) for v, acc in zip(pv["variants"], pv["accuracy"])}}
+            row["re-fit"] = max(m["refit"]["accuracy"][0])
+            rows.append(row)
+        cols = [("model", "model")] + [(v, v) for v in report["before"]["probe_variants"]["variants"]] + \
+            [("re-fit", "re-fit")]
+        parts.append("<h2>Probe variants and the re-fit attacker (LOO accuracy, max over depths)</h2>" +
+                     _table(rows, cols))
+    return "".join(parts)
+
+
+def write_html(report: dict, run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    r, t = report["recipe"], report["targets"]
+    what = (f"<p>Model <b>{html.escape(r['model'])}</b>. Forget: {html.escape(', '.join(t['forget']) or '—')}; "
+            f"retain {len(t['retain'])}, neighbours {len(t['neighbours'])} (never trained on), unrelated "
+            f"{len(t['unrelated'])}; pool: {html.escape(str(t['pool']))}. Seed {r['seed']}.</p>")
+    methods = "".join(f"<li><b>{html.escape(k)}</b> — {html.escape(e['source'])}; config "
+                      f"<code>{html.escape(json.dumps(e['config'], default=str))}</code></li>"
+                      for k, e in report["edits"].items())
+    explain = ("<p>forget = mean answer probability over the forms (fact targets) or the peak-depth True-LOO probe "
+               "accuracy (pool targets; 0.5 = chance); lower is more forgotten. Time ratio: this edit's seconds over "
+               "the fastest baseline reaching at least the same forget level.</p>")
+    cmd = report.get("command") or "repedit run <recipe.toml>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>repedit run {html.escape(r['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
+margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}}th{{background:#f3f3f3}}
+img{{max-width:100%;margin:0.5em 0}}code{{font-size:12px}}</style></head><body>
+<h1>repedit run: {html.escape(r['name'])}</h1>
+<h2>What was edited</h2>{what}<ul>{methods}</ul>
+<h2>Comparison</h2>{explain}{_table(report['comparison'], COLUMNS)}
+{_forms_table(report)}
+<h2>Plots</h2>{''.join(_plots(report, run_dir))}
+{_attack_tables(report)}
+<h2>Reproduce</h2><pre>{html.escape(cmd)}</pre><p>Same seed, same machine type → the same numbers
+(report.json). Environment: <code>{html.escape(json.dumps(report['environment']))}</code>; wall time
+{report['wall_seconds']} s.</p></body></html>"""
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path

@@ -1,0 +1,205 @@
+"""Run a validated recipe: load → resolve targets → measure → for each edit: build, push, measure,
+attack, (export), revert → report. Writes a run directory:
+
+    recipe.toml        the recipe as given          resolved.json  config with every default filled
+    journal.jsonl      one line per stage (time)    report.json    every number
+    report.html        readable report with plots   export/        the exported model (if asked)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..edits.stack import EditStack
+from ..errors import InputError
+from .measure import Resolved, forget_level, measure_facts, measure_pool, resolve
+from .methods import METHODS, Context, method_config
+from .schema import Recipe, load_recipe
+
+
+@dataclass(frozen=True)
+class RunResult:
+    dir: Path
+    report: dict
+
+
+class Journal:
+    def __init__(self, path: Path, echo=None):
+        self.path, self.echo, self.t0 = path, echo, time.perf_counter()
+        path.write_text("")
+
+    def log(self, stage: str, **info) -> None:
+        row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "elapsed_s": round(time.perf_counter() - self.t0, 2),
+               "stage": stage} | info
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row, default=str) + "\n")
+        if self.echo:
+            self.echo(f"[{row['elapsed_s']:7.1f}s] {stage} " + " ".join(f"{k}={v}" for k, v in info.items()))
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict) -> dict:
+    """Attacks on the edited model (pushed); `orig` holds what was recorded on the original model."""
+    a, out = recipe.attacks, {}
+    if res.forget and a.prefixes:
+        from ..verify.attacks import prefix_attack
+
+        out["prefixes"] = prefix_attack(handle, res.forget, res.retain).to_dict()
+    if res.forget and a.sae:
+        from ..verify.attacks import sae_restoration
+
+        out["sae_restoration"] = sae_restoration(handle, orig["sae"], res.forget, orig["sae_codes"])
+    if a.trace_prompts:
+        from ..verify.attacks import trace_detection, trace_features
+
+        edited, _ = trace_features(handle, res.trace_prompts, orig["trace_vocab"])
+        out["trace_accuracy"] = trace_detection(orig["trace"], edited)
+    if res.forget and a.relearn_steps:
+        from ..verify.relearn import relearn
+
+        train, held = res.forget[::2], res.forget[1::2]
+        curve = relearn(handle, train, held, steps=a.relearn_steps, lr=a.relearn_lr, every=a.relearn_every)
+        out["relearn"] = curve.to_json()
+    return out
+
+
+def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> dict:
+    a, orig = recipe.attacks, {}
+    if res.forget and a.sae:
+        from ..saes import load_sae
+        from ..verify.attacks import restoration_rows, sae_codes_at
+
+        orig["sae"] = load_sae(a.sae)
+        orig["sae_codes"] = sae_codes_at(handle, orig["sae"], restoration_rows(handle, res.forget))
+    if a.trace_prompts:
+        from ..verify.attacks import trace_features
+
+        orig["trace"], orig["trace_vocab"] = trace_features(handle, res.trace_prompts)
+    if res.forget and a.prefixes:
+        from ..verify.attacks import prefix_attack
+
+        before["prefixes"] = prefix_attack(handle, res.forget, res.retain).to_dict()
+    return orig
+
+
+def _comparison(before: dict, edits: dict) -> list[dict]:
+    """One row per edit; the time ratio is to the fastest baseline reaching at least the same forget level."""
+    rows = []
+    for name, e in edits.items():
+        after = e["after"]
+        row = {"edit": name, "method": e["method"], "family": e["family"], "forget_before": forget_level(before),
+               "forget_after": forget_level(after), "seconds": e["seconds"], "rank": e["rank"]}
+        if after.get("neighbours"):
+            row["neighbours_before"] = before["neighbours"]["probability"]
+            row["neighbours_after"] = after["neighbours"]["probability"]
+        if after.get("unrelated"):
+            row["unrelated_after"] = after["unrelated"]["probability"]
+        row["perplexity_before"], row["perplexity_after"] = before.get("perplexity"), after.get("perplexity")
+        att = e.get("attacks", {})
+        if "relearn" in att:
+            base = before["forget"]["probability"] or 1e-9
+            row["relearn_held_out"] = att["relearn"]["held_out"][-1]
+            row["relearn_recovery"] = att["relearn"]["held_out"][-1] / base
+        if "prefixes" in att:
+            row["prefix_best_of"] = att["prefixes"]["best-of"]["probability"]
+        if "sae_restoration" in att:
+            row["sae_restored"] = att["sae_restoration"]["restored"]
+        if "trace_accuracy" in att:
+            row["trace_accuracy"] = att["trace_accuracy"]
+        rows.append(row)
+    for row in rows:
+        peers = [r["seconds"] for r in rows if r["family"] == "baseline" and r["forget_after"] <= row["forget_after"]]
+        row["time_ratio_to_baseline"] = row["seconds"] / min(peers) if peers else None
+    return rows
+
+
+def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, force: bool = False,
+               progress: bool = True, echo=print) -> RunResult:
+    """Run `recipe` (a Recipe or a path) and write its run directory (default runs/<name>)."""
+    from .. import __version__, load
+
+    recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
+    run_dir = Path(out) if out is not None else Path("runs") / recipe.name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise InputError(f"{run_dir} exists and is not empty; pass force=True (--force) or another out")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if recipe.source and Path(recipe.source).exists():
+        shutil.copy(recipe.source, run_dir / "recipe.toml")
+    journal = Journal(run_dir / "journal.jsonl", echo)
+    _seed(recipe.seed)
+    t_all = time.perf_counter()
+    handle = load(recipe.model, dtype=getattr(torch, recipe.dtype), device_map=recipe.device_map)
+    journal.log("load", model=handle.id, dtype=recipe.dtype,
+                device_map=getattr(handle.model, "hf_device_map", None) or str(handle.device))
+    if any(METHODS[e.method].needs_untied for e in recipe.edits):
+        from ..edits.fold import untie_embeddings
+
+        journal.log("untie", tied=untie_embeddings(handle))
+    res = resolve(handle, recipe)
+    journal.log("targets", **{k: len(v) for k, v in res.to_dict().items() if isinstance(v, list)})
+    measure = measure_facts if res.forget else measure_pool
+    before = measure(handle, res, recipe)
+    orig = _original_records(handle, recipe, res, before)
+    journal.log("measure", what="before", forget=round(forget_level(before), 4))
+    ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts,
+                  recipe.attacks.sae, progress)
+    edits = {}
+    for spec in recipe.edits:
+        method = METHODS[spec.method]
+        _seed(recipe.seed)
+        t0 = time.perf_counter()
+        built = method.build(ctx, method_config(spec.method, spec.config))
+        seconds = time.perf_counter() - t0
+        journal.log("edit", name=spec.name, method=spec.method, seconds=round(seconds, 2), edits=len(built))
+        stack = EditStack(handle)
+        try:
+            for e in built:
+                stack.push(e)
+            after = measure(handle, res, recipe)
+            journal.log("measure", what=spec.name, forget=round(forget_level(after), 4))
+            _seed(recipe.seed)
+            attacks = _attacks(handle, recipe, res, orig)
+            journal.log("attacks", what=spec.name, ran=sorted(attacks))
+            if recipe.export == spec.name:
+                from ..export import export
+
+                ex = export(handle, run_dir / "export", stack, force=True)
+                journal.log("export", path=str(run_dir / "export"), max_logit_diff=ex.max_logit_diff)
+        finally:
+            stack.revert_all()
+        edits[spec.name] = {"method": spec.method, "family": method.family, "source": method.source,
+                            "config": {k: (list(v) if isinstance(v, tuple) else v)
+                                       for k, v in vars(method_config(spec.method, spec.config)).items()},
+                            "seconds": round(seconds, 2), "rank": {p: r for e in built for p, r in e.rank.items()},
+                            "stats": [e.stats for e in built], "after": after, "attacks": attacks}
+    report = {"recipe": recipe.to_dict(), "targets": res.to_dict(), "before": before, "edits": edits,
+              "comparison": _comparison(before, edits),
+              "environment": {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                              "threads": torch.get_num_threads()},
+              "command": f"repedit run {recipe.source}" if recipe.source else None,
+              "wall_seconds": round(time.perf_counter() - t_all, 1)}
+    (run_dir / "resolved.json").write_text(json.dumps({"recipe": recipe.to_dict(), "targets": res.to_dict(),
+                                                       "edits": {k: v["config"] for k, v in edits.items()}},
+                                                      indent=1, default=str))
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    from .report import write_html
+
+    write_html(report, run_dir)
+    journal.log("report", path=str(run_dir / "report.html"), wall_seconds=report["wall_seconds"])
+    return RunResult(run_dir, report)

@@ -1,0 +1,277 @@
+"""TOML recipe → typed, validated `Recipe` (no compute happens here).
+
+A recipe names the model, the targets, one or more edits (each a method and its config), the
+verification and attacks, and the export. Validation is strict and happens before any model is
+loaded: unknown sections or keys, wrong types, bad values, unknown suites or methods, and method
+configs that their dataclass rejects all raise `RecipeError` naming the line and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ReprEditError, close_matches
+
+
+class RecipeError(ReprEditError, ValueError):
+    """A recipe cannot be run as written (the message names the line and the fix)."""
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What to forget (facts by subject from a suite) and what to keep; or a memorised pool."""
+
+    suite: str = "capitals"                  #: fact suite under probes/facts/
+    forget: tuple[str, ...] = ()             #: subjects to forget
+    retain: int | tuple[str, ...] = 10       #: retain facts: a count (known facts of the suite) or subjects
+    neighbours: int = 12                     #: held-out facts of the same suite, never trained on
+    unrelated_suite: str = "elements"        #: a different suite, for unrelated facts
+    unrelated: int = 20
+    known_only: bool = True                  #: keep only facts the model answers (greedy, blank form)
+    pool: str | None = None                  #: memorised pool (probes/memorised/) for signature methods
+    contexts: int = 8                        #: pool contexts per key
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    method: str
+    name: str                                #: label in reports (default: the method)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verify:
+    forms: tuple[str, ...] = ("qa", "blank", "mc", "adversarial", "paraphrase")
+    perplexity_docs: int = 20                #: held-out news documents
+    signature_depths: tuple[int, ...] = ()   #: LOO probe depths (pool targets)
+
+
+@dataclass(frozen=True)
+class Attacks:
+    prefixes: bool = True                    #: adversarial prefixes and in-context hints
+    relearn_steps: int = 0                   #: 0 = off; fine-tune steps on half the forget facts
+    relearn_lr: float = 1e-5
+    relearn_every: int = 5
+    trace_prompts: int = 0                   #: 0 = off; forget-irrelevant prompts for trace detection
+    sae: str | None = None                   #: SAE directory for SAE restoration (None = off)
+    probes: bool = False                     #: six probe variants + re-fit attacker (pool targets)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: str
+    seed: int
+    targets: Targets
+    edits: tuple[EditSpec, ...]
+    verify: Verify
+    attacks: Attacks
+    export: str | None                       #: edit name whose edited model is exported (None = no export)
+    source: str = ""                         #: where the recipe came from
+    dtype: str = "float32"                   #: [model] dtype: float32 | bfloat16 | float16
+    device_map: str | None = None            #: [model] device_map for accelerate ("auto", "balanced", ...)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu")
+SECTIONS = {"run": {"name", "seed"}, "model": {"id", "dtype", "device_map"}, "targets": {f.name for f in dataclasses.fields(Targets)},
+            "edit": {"method", "name", "config"}, "verify": {f.name for f in dataclasses.fields(Verify)},
+            "attacks": {f.name for f in dataclasses.fields(Attacks)}, "export": {"edit"}}
+
+
+def _line(text: str, key: str, section: str | None = None, nth: int = 0) -> int | None:
+    """1-based line of `key =` (after the `nth` [section] / [[section]] header if given), for errors."""
+    lines = text.splitlines()
+    start = 0
+    if section:
+        heads = [i for i, ln in enumerate(lines) if re.match(rf"\s*\[\[?{re.escape(section)}\]?\]", ln)]
+        start = heads[min(nth, len(heads) - 1)] if heads else 0
+    for pattern in (rf"\s*{re.escape(key)}\s*=", rf"\s*\[\[?{re.escape(key)}\]?\]", rf".*\b{re.escape(key)}\s*="):
+        for i in range(start, len(lines)):
+            if re.match(pattern, lines[i]):
+                return i + 1
+    return start + 1 if section and start else None
+
+
+class _Checker:
+    def __init__(self, text: str, source: str):
+        self.text, self.source = text, source
+
+    def fail(self, msg: str, key: str | None = None, section: str | None = None, nth: int = 0) -> RecipeError:
+        line = _line(self.text, key, section, nth) if key else None
+        where = f"{self.source}:{line}: " if line else f"{self.source}: "
+        return RecipeError(where + msg)
+
+    def keys(self, table: dict, section: str, allowed: set[str]) -> None:
+        for k in table:
+            if k not in allowed:
+                raise self.fail(f"unknown key {k!r} in [{section}]; valid: {sorted(allowed)} "
+                                f"(did you mean {close_matches(k, allowed, 2)}?)", k, section)
+
+    def typed(self, value, kind, key: str, section: str):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(f"[{section}] {key} must be {names}, got {value!r}", key, section)
+        return value
+
+
+def _strings(ck: _Checker, value, key: str, section: str) -> tuple[str, ...]:
+    ck.typed(value, list, key, section)
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ck.fail(f"[{section}] {key} must be a list of non-empty strings", key, section)
+    return tuple(value)
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    """Validate a recipe's TOML text; see the module doc. Checks suites and methods exist."""
+    from .methods import METHODS, method_config
+
+    ck = _Checker(text, source)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{source}: not valid TOML ({exc}); fix the syntax at that line") from exc
+    for sec in raw:
+        if sec not in SECTIONS:
+            raise ck.fail(f"unknown section [{sec}]; valid: {sorted(SECTIONS)} "
+                          f"(did you mean {close_matches(sec, SECTIONS, 2)}?)", sec)
+    run, model = raw.get("run", {}), raw.get("model", {})
+    ck.keys(run, "run", SECTIONS["run"])
+    ck.keys(model, "model", SECTIONS["model"])
+    stem = Path(source).stem
+    name = ck.typed(run.get("name", stem if re.fullmatch(r"[A-Za-z0-9._-]+", stem) else "run"), str, "name", "run")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise ck.fail(f"[run] name {name!r} may hold only letters, digits, '.', '_' and '-' (it names a directory)",
+                      "name", "run")
+    seed = ck.typed(run.get("seed", 0), int, "seed", "run")
+    model_id = ck.typed(model.get("id", "smollm2-135m"), str, "id", "model")
+    dtype = ck.typed(model.get("dtype", "float32"), str, "dtype", "model")
+    device_map = ck.typed(model["device_map"], str, "device_map", "model") if "device_map" in model else None
+    if dtype not in DTYPES:
+        raise ck.fail(f"[model] dtype {dtype!r} is not one of {list(DTYPES)}", "dtype", "model")
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise ck.fail(f"[model] device_map {device_map!r} is not one of {list(DEVICE_MAPS)} (accelerate's)",
+                      "device_map", "model")
+
+    targets = _targets(ck, raw.get("targets", {}))
+    edits_raw = raw.get("edit", [])
+    if isinstance(edits_raw, dict):
+        raise ck.fail("write each edit as an [[edit]] table (double brackets), even a single one", "edit")
+    if not edits_raw:
+        raise ck.fail(f"a recipe needs at least one [[edit]] with a method; methods: {sorted(METHODS)}")
+    edits, names = [], set()
+    for i, e in enumerate(edits_raw):
+        for k in e:
+            if k not in SECTIONS["edit"]:
+                raise ck.fail(f"unknown key {k!r} in [[edit]]; valid: {sorted(SECTIONS['edit'])} (method-specific "
+                              "settings go in config = {...})", k, "edit", i)
+        method = ck.typed(e.get("method", ""), str, "method", "edit")
+        if method not in METHODS:
+            raise ck.fail(f"unknown method {method!r} in edit {i + 1}; valid: {sorted(METHODS)} "
+                          f"(did you mean {close_matches(method, METHODS, 2)}?)", "method", "edit", i)
+        spec = METHODS[method]
+        if spec.targets == "pool" and not targets.pool:
+            raise ck.fail(f"method {method!r} works on a memorised pool; set [targets] pool = \"natural\"", "method", "edit", i)
+        if spec.targets == "facts" and not targets.forget:
+            raise ck.fail(f"method {method!r} forgets facts; set [targets] forget = [\"France\", ...]", "method", "edit", i)
+        label = ck.typed(e.get("name", method), str, "name", "edit")
+        if label in names:
+            raise ck.fail(f"two edits are named {label!r}; give each [[edit]] a distinct name", "name", "edit", i)
+        names.add(label)
+        cfg = ck.typed(e.get("config", {}), dict, "config", "edit")
+        try:
+            method_config(method, cfg)
+        except (ConfigError, TypeError) as exc:
+            key = next((k for k in cfg if k in str(exc)), "config")
+            raise ck.fail(f"edit {label!r}: {exc}", key, "edit", i) from exc
+        edits.append(EditSpec(method, label, dict(cfg)))
+
+    verify = _section(ck, raw.get("verify", {}), "verify", Verify)
+    attacks = _section(ck, raw.get("attacks", {}), "attacks", Attacks)
+    from ..suites import FORMS
+
+    bad = [f for f in verify.forms if f not in FORMS]
+    if bad:
+        raise ck.fail(f"unknown forms {bad}; valid: {list(FORMS)}", "forms", "verify")
+    if attacks.relearn_steps < 0 or attacks.relearn_lr <= 0 or attacks.relearn_every < 1 or attacks.trace_prompts < 0:
+        raise ck.fail("[attacks] needs relearn_steps >= 0, relearn_lr > 0, relearn_every >= 1, trace_prompts >= 0")
+    if attacks.relearn_steps and len(targets.forget) < 2:
+        raise ck.fail("the relearning attack trains on half the forget facts and measures the other half; "
+                      "forget at least 2 subjects or set relearn_steps = 0", "relearn_steps", "attacks")
+    if attacks.sae is not None and not (Path(attacks.sae) / "cfg.json").exists():
+        raise ck.fail(f"[attacks] sae {attacks.sae!r} is not an SAE directory (no cfg.json); "
+                      "e.g. saes/smollm2-135m-L15-topk", "sae", "attacks")
+    export = raw.get("export", {})
+    ck.keys(export, "export", SECTIONS["export"])
+    export_edit = export.get("edit")
+    if export_edit is not None and export_edit not in names:
+        raise ck.fail(f"[export] edit {export_edit!r} is not one of the edits {sorted(names)}", "edit", "export")
+    return Recipe(name, model_id, seed, targets, tuple(edits), verify, attacks, export_edit, source, dtype, device_map)
+
+
+def _section(ck: _Checker, table: dict, section: str, cls):
+    ck.keys(table, section, SECTIONS[section])
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in table:
+            continue
+        v, default = table[f.name], f.default
+        if isinstance(default, tuple):
+            kw[f.name] = tuple(ck.typed(v, list, f.name, section))
+            if any(type(x) is not type(default[0]) for x in kw[f.name]) if default else False:
+                raise ck.fail(f"[{section}] {f.name} must be a list of {type(default[0]).__name__}", f.name, section)
+        elif default is None:
+            kw[f.name] = ck.typed(v, str, f.name, section)
+        else:
+            kind = (int, float) if isinstance(default, float) else type(default)
+            kw[f.name] = ck.typed(v, kind, f.name, section)
+    return cls(**kw)
+
+
+def _targets(ck: _Checker, table: dict) -> Targets:
+    from ..suites import probes_dir
+
+    t = _section(ck, {k: v for k, v in table.items() if k not in ("retain", "forget", "pool")}, "targets", Targets)
+    ck.keys(table, "targets", SECTIONS["targets"])
+    forget = _strings(ck, table["forget"], "forget", "targets") if "forget" in table else ()
+    retain = table.get("retain", 10)
+    if isinstance(retain, list):
+        retain = _strings(ck, retain, "retain", "targets")
+    else:
+        ck.typed(retain, int, "retain", "targets")
+    pool = ck.typed(table["pool"], str, "pool", "targets") if "pool" in table else None
+    for key, suite in (("suite", t.suite), ("unrelated_suite", t.unrelated_suite)):
+        if not (probes_dir() / "facts" / f"{suite}.jsonl").exists():
+            options = [p.stem for p in (probes_dir() / "facts").glob("*.jsonl")]
+            raise ck.fail(f"[targets] {key} {suite!r} is not a suite; valid: {sorted(options)}", key, "targets")
+    if pool is not None and not (probes_dir() / "memorised" / f"{pool}.jsonl").exists():
+        options = [p.stem for p in (probes_dir() / "memorised").glob("*.jsonl")]
+        raise ck.fail(f"[targets] pool {pool!r} is not a memorised pool; valid: {sorted(options)}", "pool", "targets")
+    if forget:
+        from ..suites import load_suite
+
+        subjects = {f.subject for f in load_suite(t.suite)}
+        for s in (*forget, *(retain if isinstance(retain, tuple) else ())):
+            if s not in subjects:
+                raise ck.fail(f"{s!r} is not a subject of suite {t.suite!r} (close: {close_matches(s, subjects, 3)})",
+                              "forget" if s in forget else "retain", "targets")
+    if min(t.neighbours, t.unrelated, t.contexts) < 0 or (isinstance(retain, int) and retain < 0):
+        raise ck.fail("[targets] counts (retain, neighbours, unrelated, contexts) must be >= 0")
+    return dataclasses.replace(t, forget=forget, retain=retain, pool=pool)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"{path}: no such recipe; see recipes/ for examples")
+    return parse_recipe(path.read_text(), str(path))

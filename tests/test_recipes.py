@@ -1,0 +1,112 @@
+"""Recipes: strict validation before any compute, and a real run that writes a reproducible run directory."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from repedit.recipes.methods import METHODS, method_config
+from repedit.recipes.schema import RecipeError, load_recipe, parse_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAD = '[run]\nname = "t"\n[targets]\nforget = ["France", "Japan"]\n'
+
+
+@pytest.mark.parametrize("text, line, words", [
+    (HEAD + '[[edit]]\nmethod = "rcor"\n', 6, ["unknown method 'rcor'", "rocr"]),
+    (HEAD + '[[edit]]\nmethod = "ga"\nconfig = { stepz = 3 }\n', 7, ["no field 'stepz'", "steps"]),
+    (HEAD + '[[edit]]\nmethod = "ga"\nconfig = { steps = 0 }\n', 7, ["steps >= 1"]),
+    (HEAD + '[[edit]]\nmethod = "ga"\nsteps = 3\n', 7, ["unknown key 'steps'", "config = {...}"]),
+    (HEAD + '[[edit]]\nmethod = "ga"\n[[edit]]\nmethod = "rocr"\n[[edit]]\nmethod = "pga"\n', 10,
+     ["memorised pool", 'pool = "natural"']),
+    ('[run]\nname = "t"\n[targest]\nforget = ["France"]\n', 3, ["unknown section [targest]", "targets"]),
+    ('[targets]\nforget = ["Frnace"]\n[[edit]]\nmethod = "ga"\n', 2, ["'Frnace'", "France"]),
+    ('[targets]\nsuite = "capitols"\nforget = ["France"]\n', 2, ["not a suite", "capitals"]),
+    (HEAD + '[[edit]]\nmethod = "ga"\n[attacks]\nrelearn_steps = "ten"\n', 8, ["relearn_steps must be int"]),
+    (HEAD + '[edit]\nmethod = "ga"\n', 5, ["[[edit]]"]),
+    (HEAD + '[[edit]]\nmethod = "ga"\n[export]\nedit = "rocr"\n', 8, ["not one of the edits"]),
+    ('[run]\nname = "a b"\n', 2, ["letters, digits"]),
+    ('[run\nname = "t"\n', None, ["not valid TOML", "line 1"]),
+])
+def test_invalid_recipes_name_the_line_and_the_fix(text, line, words):
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(text, "r.toml")
+    msg = str(err.value)
+    assert msg.startswith(f"r.toml:{line}:" if line else "r.toml:"), msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_shipped_recipes_validate_and_every_method_has_a_valid_default():
+    shipped = sorted((ROOT / "recipes").glob("*.toml"))
+    assert shipped
+    covered = set()
+    for path in shipped:
+        recipe = load_recipe(path)
+        covered |= {e.method for e in recipe.edits}
+    assert covered == set(METHODS), set(METHODS) - covered        # an example recipe for each method
+    for name in METHODS:
+        method_config(name, {})
+
+
+def _tiny(tmp_path, seed=0, export=True):
+    text = f"""[run]
+name = "tiny"
+seed = {seed}
+[targets]
+forget = ["France", "Japan"]
+retain = ["Germany", "Italy", "Spain"]
+neighbours = 2
+unrelated = 2
+known_only = false
+[verify]
+forms = ["blank", "mc"]
+perplexity_docs = 2
+[attacks]
+relearn_steps = 2
+relearn_every = 1
+relearn_lr = 1e-4
+trace_prompts = 10
+sae = "{ROOT / 'saes' / 'smollm2-135m-L15-topk'}"
+[[edit]]
+method = "ga"
+config = {{ steps = 4, lr = 1e-4, layers = [20, 21], stop_at = 0.0 }}
+"""
+    if export:
+        text += '[export]\nedit = "ga"\n'
+    path = tmp_path / f"tiny{seed}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_run_writes_its_directory_reverts_and_reproduces(tmp_path, smol):
+    from transformers import AutoModelForCausalLM
+
+    from repedit.recipes.runner import run_recipe
+
+    w0 = {k: v.clone() for k, v in smol.model.state_dict().items()}
+    res = run_recipe(_tiny(tmp_path), tmp_path / "run", echo=None)
+    d = res.dir
+    for f in ("recipe.toml", "resolved.json", "journal.jsonl", "report.json", "report.html", "plots/recall.png",
+              "plots/relearn.png", "export/manifest.json"):
+        assert (d / f).exists(), f
+    stages = [json.loads(line)["stage"] for line in (d / "journal.jsonl").read_text().splitlines()]
+    assert stages[0] == "load" and {"targets", "edit", "attacks", "export"} <= set(stages) and stages[-1] == "report"
+    rep = json.loads((d / "report.json").read_text())
+    row = rep["comparison"][0]
+    assert row["forget_after"] < row["forget_before"]                    # GA lowered the forget answers
+    att = rep["edits"]["ga"]["attacks"]
+    assert set(att) == {"prefixes", "sae_restoration", "trace_accuracy", "relearn"}
+    assert 0 <= att["trace_accuracy"] <= 1 and len(att["relearn"]["held_out"]) == 3
+    assert "<table>" in (d / "report.html").read_text() and "repedit run" in (d / "report.html").read_text()
+    # the exported model is the edited one; the run left the session's model untouched
+    plain = AutoModelForCausalLM.from_pretrained(d / "export")
+    ga_delta = {k: v for k, v in plain.state_dict().items() if not torch.equal(v, w0[k])}
+    assert set(ga_delta) == {"model.layers.20.mlp.down_proj.weight", "model.layers.21.mlp.down_proj.weight"}
+    # same recipe, same seed: same numbers (a fresh load inside run_recipe each time)
+    again = run_recipe(_tiny(tmp_path, export=False), tmp_path / "run2", echo=None).report
+    for key in ("forget_after", "neighbours_after", "perplexity_after", "trace_accuracy", "relearn_held_out"):
+        assert again["comparison"][0][key] == row[key], key
+    with pytest.raises(Exception, match="force"):
+        run_recipe(_tiny(tmp_path), tmp_path / "run", echo=None)
