@@ -14,7 +14,8 @@ console = Console(width=160) if not Console().is_terminal else Console()
 
 FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
 SHOWN = [("edit", "edit"), ("family", "family"), ("forget_after", "forget"), ("neighbours_after", "neighbours"),
-         ("perplexity_after", "ppl"), ("prefix_best_of", "prefix"), ("relearn_held_out", "relearned"),
+         ("perplexity_after", "ppl"), ("memorised_logprob_after", "M logp"), ("refit_after", "re-fit"),
+         ("prefix_best_of", "prefix"), ("relearn_held_out", "relearned"),
          ("trace_accuracy", "trace"), ("seconds", "s"), ("time_ratio_to_baseline", "÷ baseline")]
 
 

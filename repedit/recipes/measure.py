@@ -92,7 +92,7 @@ def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
 
 
 def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
-    """Per-depth True-LOO and gap (ridge, leave-one-key-out) on the pool, perplexity."""
+    """Per-depth True-LOO and gap (ridge, leave-one-key-out) on the pool, memorised-text log-prob, perplexity."""
     from ..verify.features import CONTEXTS, pool_features
     from ..verify.perplexity import perplexity
     from ..verify.signature import depth_curve
@@ -101,7 +101,12 @@ def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     feats = pool_features(handle, res.pool, contexts=CONTEXTS[: recipe.targets.contexts], depths=depths,
                           progress=False)
     curve, _ = depth_curve(feats)
+    from ..verify.pools import screen
+
+    rows = screen(handle, res.pool).rows                    # behaviour: log-prob/token of M and C after the cue
     out = {"depths": depths, "true_loo": curve.true_loo, "gap": curve.gap,
+           "memorised_logprob": float(np.mean([r.memorised for r in rows])),
+           "control_logprob": float(np.mean([r.paraphrase_c for r in rows])),
            "perplexity": perplexity(handle, res.texts) if res.texts else None}
     if recipe.attacks.probes:
         from ..verify.attackers import probe_variants_attack, refit_attack

@@ -12,7 +12,8 @@ from pathlib import Path
 
 COLUMNS = [("edit", "edit"), ("family", "family"), ("forget_before", "forget before"), ("forget_after", "forget after"),
            ("neighbours_after", "neighbours after"), ("unrelated_after", "unrelated after"),
-           ("perplexity_after", "perplexity after"), ("prefix_best_of", "prefix attack (best of)"),
+           ("perplexity_after", "perplexity after"), ("memorised_logprob_after", "memorised log-prob after"),
+           ("refit_after", "re-fit probe after"), ("prefix_best_of", "prefix attack (best of)"),
            ("relearn_held_out", "relearned (held-out)"), ("sae_restored", "SAE-restored"),
            ("trace_accuracy", "trace detection acc."), ("seconds", "edit seconds"),
            ("time_ratio_to_baseline", "time ÷ fastest baseline at ≤ forget")]

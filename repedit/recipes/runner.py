@@ -109,6 +109,11 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
         if after.get("unrelated"):
             row["unrelated_after"] = after["unrelated"]["probability"]
         row["perplexity_before"], row["perplexity_after"] = before.get("perplexity"), after.get("perplexity")
+        if "memorised_logprob" in after:
+            row["memorised_logprob_before"] = before["memorised_logprob"]
+            row["memorised_logprob_after"] = after["memorised_logprob"]
+        if "refit" in after:
+            row["refit_after"] = max(after["refit"]["accuracy"][0])
         att = e.get("attacks", {})
         if "relearn" in att:
             base = before["forget"]["probability"] or 1e-9
