@@ -11,7 +11,8 @@ and a relearning attack compared with gradient ascent (the numbers in the README
   folded MRP model, and a gradient-ascent model (MLP output matrices, stopped at MRP's forget level).
 MRP_WHERE=writers (default) trains the directions in the folded placement, so hook and weight form
 are the same edit; MRP_WHERE=residual is the source's placement (one layer's residual output) with
-its folded weight form measured separately. Writes bench/mrp_continual_<where>.json.
+its folded weight form measured separately. MRP_INIT=generalised (default) | difference.
+Writes bench/mrp_continual_<where>_<init>.json.
 """
 
 import json
@@ -34,6 +35,7 @@ from repedit.verify.relearn import relearn  # noqa: E402
 FORMS = ("blank", "qa", "paraphrase", "adversarial")
 N_TASKS, PER_TASK = 3, 5
 WHERE = os.environ.get("MRP_WHERE", "writers")
+INIT = os.environ.get("MRP_INIT", "generalised")
 
 
 def prob(h, facts):
@@ -61,10 +63,10 @@ def main():
     news = load_text("news", "heldout")[:20]
     untie_embeddings(h)
     out = {"tasks": [[f.subject for f in t] for t in tasks], "retain": [f.subject for f in retain],
-           "config": MRPConfig(where=WHERE).__dict__ | {"forms": list(MRPConfig().forms)}}
+           "config": MRPConfig(where=WHERE, init=INIT).__dict__ | {"forms": list(MRPConfig().forms)}}
     out["before"] = state(h, tasks, retain, others, unrelated, news)
     print("before", out["before"], flush=True)
-    mrp = MRP(h, MRPConfig(where=WHERE))
+    mrp = MRP(h, MRPConfig(where=WHERE, init=INIT))
     out["after_task"] = []
     for i, task in enumerate(tasks):
         proj = mrp.task(task, retain)
@@ -100,7 +102,7 @@ def main():
         r = out["relearn"][k]
         print(f"relearn {k}: train {r['train']}  held-out {r['held_out']}", flush=True)
     out["seconds_total"] = round(time.perf_counter() - t_all, 1)
-    Path(__file__).with_name(f"mrp_continual_{WHERE}.json").write_text(json.dumps(out, indent=1))
+    Path(__file__).with_name(f"mrp_continual_{WHERE}_{INIT}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -116,8 +116,14 @@ def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     return out
 
 
-def forget_level(m: dict) -> float:
-    """The run's forget number: mean answer probability over forms (facts) or peak-depth True-LOO (pool)."""
+def peak_index(before: dict) -> int:
+    """Index of the signature's peak depth: where the unedited model's gap (True − Pure LOO) is largest."""
+    return int(np.argmax(before["gap"]))
+
+
+def forget_level(m: dict, peak: int | None = None) -> float:
+    """The run's forget number: mean answer probability over forms (facts), or True-LOO at the peak
+    depth `peak` (pool; see `peak_index`; default: the largest True-LOO over the measured depths)."""
     if m.get("forget") is not None:
         return float(m["forget"]["probability"])
-    return float(np.max(m["true_loo"]))
+    return float(m["true_loo"][peak] if peak is not None else np.max(m["true_loo"]))

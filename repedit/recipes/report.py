@@ -10,7 +10,8 @@ import html
 import json
 from pathlib import Path
 
-COLUMNS = [("edit", "edit"), ("family", "family"), ("forget_before", "forget before"), ("forget_after", "forget after"),
+COLUMNS = [("edit", "edit"), ("family", "family"), ("peak_depth", "peak depth"), ("forget_before", "forget before"),
+           ("forget_after", "forget after"), ("max_loo_over_depths_after", "max LOO over depths after"),
            ("neighbours_after", "neighbours after"), ("unrelated_after", "unrelated after"),
            ("perplexity_after", "perplexity after"), ("memorised_logprob_after", "memorised log-prob after"),
            ("refit_after", "re-fit probe after"), ("prefix_best_of", "prefix attack (best of)"),
@@ -132,8 +133,9 @@ def write_html(report: dict, run_dir: str | Path) -> Path:
     methods = "".join(f"<li><b>{html.escape(k)}</b> — {html.escape(e['source'])}; config "
                       f"<code>{html.escape(json.dumps(e['config'], default=str))}</code></li>"
                       for k, e in report["edits"].items())
-    explain = ("<p>forget = mean answer probability over the forms (fact targets) or the peak-depth True-LOO probe "
-               "accuracy (pool targets; 0.5 = chance); lower is more forgotten. Time ratio: this edit's seconds over "
+    explain = ("<p>forget = mean answer probability over the forms (fact targets) or the True-LOO probe accuracy at "
+               "the signature's peak depth, where the unedited gap is largest (pool targets; 0.5 = chance); lower "
+               "is more forgotten. Time ratio: this edit's seconds over "
                "the fastest baseline reaching at least the same forget level.</p>")
     cmd = report.get("command") or "repedit run <recipe.toml>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>repedit run {html.escape(r['name'])}</title>

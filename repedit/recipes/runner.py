@@ -21,7 +21,7 @@ import torch
 
 from ..edits.stack import EditStack
 from ..errors import InputError
-from .measure import Resolved, forget_level, measure_facts, measure_pool, resolve
+from .measure import Resolved, forget_level, measure_facts, measure_pool, peak_index, resolve
 from .methods import METHODS, Context, method_config
 from .schema import Recipe, load_recipe
 
@@ -99,10 +99,14 @@ def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> di
 def _comparison(before: dict, edits: dict) -> list[dict]:
     """One row per edit; the time ratio is to the fastest baseline reaching at least the same forget level."""
     rows = []
+    peak = peak_index(before) if before.get("forget") is None else None
     for name, e in edits.items():
         after = e["after"]
-        row = {"edit": name, "method": e["method"], "family": e["family"], "forget_before": forget_level(before),
-               "forget_after": forget_level(after), "seconds": e["seconds"], "rank": e["rank"]}
+        row = {"edit": name, "method": e["method"], "family": e["family"], "forget_before": forget_level(before, peak),
+               "forget_after": forget_level(after, peak), "seconds": e["seconds"], "rank": e["rank"]}
+        if peak is not None:
+            row["peak_depth"] = before["depths"][peak]
+            row["max_loo_over_depths_after"] = float(max(after["true_loo"]))
         if after.get("neighbours"):
             row["neighbours_before"] = before["neighbours"]["probability"]
             row["neighbours_after"] = after["neighbours"]["probability"]
@@ -113,7 +117,7 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
             row["memorised_logprob_before"] = before["memorised_logprob"]
             row["memorised_logprob_after"] = after["memorised_logprob"]
         if "refit" in after:
-            row["refit_after"] = max(after["refit"]["accuracy"][0])
+            row["refit_after"] = after["refit"]["accuracy"][0][peak if peak is not None else 0]
         att = e.get("attacks", {})
         if "relearn" in att:
             base = before["forget"]["probability"] or 1e-9
@@ -161,7 +165,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
     measure = measure_facts if res.forget else measure_pool
     before = measure(handle, res, recipe)
     orig = _original_records(handle, recipe, res, before)
-    journal.log("measure", what="before", forget=round(forget_level(before), 4))
+    peak = None if res.forget else peak_index(before)
+    journal.log("measure", what="before", forget=round(forget_level(before, peak), 4))
     ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts,
                   recipe.attacks.sae, progress)
     edits = {}
@@ -177,7 +182,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
             for e in built:
                 stack.push(e)
             after = measure(handle, res, recipe)
-            journal.log("measure", what=spec.name, forget=round(forget_level(after), 4))
+            journal.log("measure", what=spec.name, forget=round(forget_level(after, peak), 4))
             _seed(recipe.seed)
             attacks = _attacks(handle, recipe, res, orig)
             journal.log("attacks", what=spec.name, ran=sorted(attacks))
