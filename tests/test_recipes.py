@@ -80,6 +80,7 @@ config = {{ steps = 4, lr = 1e-4, layers = [20, 21], stop_at = 0.0 }}
     return path
 
 
+@pytest.mark.slow      # two full runs (~5 min); notebooks/03 runs a recipe end to end in the default suite
 def test_a_run_writes_its_directory_reverts_and_reproduces(tmp_path, smol):
     from transformers import AutoModelForCausalLM
 
