@@ -43,6 +43,18 @@ def _png(fig, path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _finish(plt, fig, ax, ref: float, ref_label: str, xlabel: str, ylabel: str, title: str, path: Path) -> str:
+    """Reference line, labels, legend; saved and embedded."""
+    ax.axhline(ref, color="grey", ls=":", label=ref_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    img = _png(fig, path)
+    plt.close(fig)
+    return img
+
+
 def _plots(report: dict, run_dir: Path) -> list[str]:
     from ..plots import _pyplot
 
@@ -68,25 +80,15 @@ def _plots(report: dict, run_dir: Path) -> list[str]:
         for k, c in curves.items():
             line, = ax.plot(c["steps"], c["held_out"], marker="o", label=f"{k} held-out")
             ax.plot(c["steps"], c["train"], ls="--", color=line.get_color(), label=f"{k} trained-on")
-        ax.axhline(before["forget"]["probability"], color="grey", ls=":", label="before edit")
-        ax.set_xlabel("fine-tune step")
-        ax.set_ylabel("answer probability")
-        ax.set_title("relearning attack")
-        ax.legend(fontsize=7)
-        out.append(_png(fig, run_dir / "plots" / "relearn.png"))
-        plt.close(fig)
+        out.append(_finish(plt, fig, ax, before["forget"]["probability"], "before edit", "fine-tune step",
+                           "answer probability", "relearning attack", run_dir / "plots" / "relearn.png"))
     if before.get("true_loo") is not None:
         fig, ax = plt.subplots(figsize=(6, 3.4))
         ax.plot(before["depths"], before["true_loo"], marker="o", color="black", label="unedited")
         for k, e in edits.items():
             ax.plot(e["after"]["depths"], e["after"]["true_loo"], marker="o", label=k)
-        ax.axhline(0.5, color="grey", ls=":", label="chance")
-        ax.set_xlabel("depth")
-        ax.set_ylabel("True-LOO accuracy")
-        ax.set_title("memorisation signature probe per depth")
-        ax.legend(fontsize=7)
-        out.append(_png(fig, run_dir / "plots" / "probe_depths.png"))
-        plt.close(fig)
+        out.append(_finish(plt, fig, ax, 0.5, "chance", "depth", "True-LOO accuracy",
+                           "memorisation signature probe per depth", run_dir / "plots" / "probe_depths.png"))
     return out
 
 
