@@ -181,33 +181,7 @@ def _registry() -> dict[str, MethodSpec]:
     return {s.name: s for s in specs}
 
 
-class _Lazy(dict):
-    def _fill(self):
-        if not dict.__len__(self):
-            self.update(_registry())
-
-    def __getitem__(self, k):
-        self._fill()
-        return dict.__getitem__(self, k)
-
-    def __contains__(self, k):
-        self._fill()
-        return dict.__contains__(self, k)
-
-    def __iter__(self):
-        self._fill()
-        return dict.__iter__(self)
-
-    def __len__(self):
-        self._fill()
-        return dict.__len__(self)
-
-    def keys(self):
-        self._fill()
-        return dict.keys(self)
-
-
-METHODS: dict[str, MethodSpec] = _Lazy()
+METHODS: dict[str, MethodSpec] = _registry()
 
 
 def method_config(method: str, values: dict[str, Any]):

@@ -174,7 +174,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
         method = METHODS[spec.method]
         _seed(recipe.seed)
         t0 = time.perf_counter()
-        built = method.build(ctx, method_config(spec.method, spec.config))
+        config = method_config(spec.method, spec.config)
+        built = method.build(ctx, config)
         seconds = time.perf_counter() - t0
         journal.log("edit", name=spec.name, method=spec.method, seconds=round(seconds, 2), edits=len(built))
         stack = EditStack(handle)
@@ -195,7 +196,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
             stack.revert_all()
         edits[spec.name] = {"method": spec.method, "family": method.family, "source": method.source,
                             "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                       for k, v in vars(method_config(spec.method, spec.config)).items()},
+                                       for k, v in vars(config).items()},
                             "seconds": round(seconds, 2), "rank": {p: r for e in built for p, r in e.rank.items()},
                             "stats": [e.stats for e in built], "after": after, "attacks": attacks}
     report = {"recipe": recipe.to_dict(), "targets": res.to_dict(), "before": before, "edits": edits,

@@ -108,15 +108,13 @@ def sae_restoration(handle, sae, facts: Sequence[Fact], original_codes: Sequence
     plain, steered = [], []
     for (p, a), f0 in zip(pairs, original_codes):
         plain += continuation_logprobs(handle, [p], [a])
-        state = {}
 
-        def steer(_m, _args, out, f0=f0, state=state):
+        def steer(_m, _args, out, f0=f0):
             h = out[0] if isinstance(out, tuple) else out
             n = f0.shape[0]
             fix = (f0 - sae.encode(h[0, :n].float())) @ W_dec
             h = h.clone()
             h[0, :n] = h[0, :n] + fix.to(h.dtype)
-            state["norm"] = float(fix.norm(dim=-1).mean())
             return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
 
         hook = module.register_forward_hook(steer)
