@@ -32,13 +32,8 @@ from repedit.verify.recall import recall  # noqa: E402
 PROTECT = os.environ.get("ROCR_PROTECT", "1") == "1"
 
 
-def summary(res):
-    return {f: {"accuracy": s.accuracy, "probability": s.probability} for f, s in res.forms.items()} | {
-        "mean_accuracy": res.mean_accuracy, "mean_probability": res.mean_probability}
-
-
 def measure(h, facts, forms=FORMS):
-    return summary(recall(h, facts, forms, progress=False))
+    return recall(h, facts, forms, progress=False).summary()
 
 
 def main():

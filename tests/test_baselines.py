@@ -96,3 +96,35 @@ def test_rmu_misdirects_forget_activations_more_than_retained_ones(smol):
     assert log[0]["forget_mse"] > log[-2]["forget_mse"]
     with pytest.raises(ConfigError, match="update_layers"):
         RMUConfig(layer=4, update_layers=(5,))
+
+
+def test_a_monitored_baseline_stops_at_the_level_and_its_trajectory_times_training_only(smol):
+    """With a monitor, GA stops at the first check at or below stop_at; the edited model's forget is that
+    last tracked value (no update after it); training seconds exclude the monitor's time."""
+    import time
+
+    from repedit.baselines.tracking import seconds_to_level
+    from repedit.verify.recall import recall_probability
+
+    forget = _caps("France", "Japan")
+    p0 = recall_probability(smol, forget, FORMS)
+    calls = []
+
+    def monitor():
+        time.sleep(0.2)                                   # a slow monitor must not count as training time
+        calls.append(1)
+        return {"forget": recall_probability(smol, forget, FORMS)}
+
+    cfg = GradientConfig(layers=(18, 19, 20, 21), steps=30, lr=1e-4, stop_at=0.5 * p0, check_every=2)
+    edit = gradient_unlearn(smol, forget, config=cfg, monitor=monitor)
+    traj = edit.stats["trajectory"]
+    assert [r["step"] for r in traj] == list(range(0, 2 * len(traj), 2)) and len(traj) == len(calls)
+    assert traj[-1]["forget"] <= 0.5 * p0 < min(r["forget"] for r in traj[:-1])
+    assert all(a["train_seconds"] < b["train_seconds"] for a, b in zip(traj, traj[1:]))
+    assert edit.stats["monitor_seconds"] >= 0.2 * len(calls)
+    stack = EditStack(smol)
+    stack.push(edit)
+    assert recall_probability(smol, forget, FORMS) == pytest.approx(traj[-1]["forget"], rel=1e-4)
+    stack.pop()
+    assert seconds_to_level(traj, 0.5 * p0) == traj[-1]["train_seconds"]
+    assert seconds_to_level(traj, p0) == traj[0]["train_seconds"] and seconds_to_level(traj, -1) is None

@@ -58,3 +58,30 @@ def test_bad_inputs():
 def test_recall_result_serialises(capitals_recall):
     d = json.loads(json.dumps(capitals_recall.to_dict()))
     assert set(d["forms"]) == set(FORMS) and d["forms"]["mc"]["chance"] == 0.25
+
+
+def test_recall_probability_is_recall_without_the_generations(smol, capitals_recall):
+    from repedit.verify.recall import recall_probability
+
+    assert recall_probability(smol, load_suite("capitals", limit=12)) == capitals_recall.mean_probability
+    assert set(capitals_recall.summary()) == {"forms", "mean_accuracy", "mean_probability"}
+    with pytest.raises(InputError, match="forms"):
+        recall_probability(smol, load_suite("capitals", limit=2), ["essay"])
+
+
+def test_residual_knownness_probe_tells_known_from_invented_entities(smol, capitals_recall):
+    """Fitted without an SAE (residual at the middle layer), on entities it never saw."""
+    from repedit.edits.sae_align import unknown_entities
+    from repedit.sites import Site
+    from repedit.verify.sae_codes import fit_knownness
+
+    known = [f["id"] for f in capitals_recall.per_fact if f["blank"]["correct"]]
+    subjects = {f.id: f.subject for f in load_suite("capitals", limit=12)}
+    known = [subjects[i] for i in known]
+    unknown = unknown_entities()
+    clf = fit_knownness(smol, None, known[2:], unknown[4:], site=Site(15, "resid_post"))
+    assert clf.cv_accuracy > 0.9
+    assert clf.p_known(smol, None, known[:2]).min() > 0.8          # held-out known capitals
+    assert clf.p_known(smol, None, unknown[:4]).max() < 0.2        # held-out invented countries
+    with pytest.raises(InputError, match="site"):
+        fit_knownness(smol, None, known, unknown)

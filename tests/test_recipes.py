@@ -111,3 +111,30 @@ def test_a_run_writes_its_directory_reverts_and_reproduces(tmp_path, smol):
         assert again["comparison"][0][key] == row[key], key
     with pytest.raises(Exception, match="force"):
         run_recipe(_tiny(tmp_path), tmp_path / "run", echo=None)
+
+
+def test_the_time_ratio_is_to_the_fastest_baseline_reaching_the_level():
+    """A tracked baseline counts its training seconds up to the first step at the level; an untracked one
+    counts only if its end point reaches it; one that never reaches it is not a peer."""
+    from repedit.recipes.runner import _comparison
+
+    def facts(forget, neighbours):
+        return {"forget": {"mean_probability": forget}, "neighbours": {"mean_probability": neighbours},
+                "perplexity": 30.0}
+
+    def edit(family, seconds, forget, neighbours, trajectory=None):
+        return {"method": "m", "family": family, "seconds": seconds, "rank": {}, "after": facts(forget, neighbours),
+                "attacks": {}, "trajectory": trajectory}
+
+    ga_path = [{"step": 0, "train_seconds": 0.5, "forget": 0.45, "neighbours": 0.33},
+               {"step": 5, "train_seconds": 4.0, "forget": 0.09, "neighbours": 0.20},
+               {"step": 10, "train_seconds": 8.0, "forget": 0.03, "neighbours": 0.05}]
+    edits = {"rocr": edit("repedit", 10.0, 0.10, 0.30), "deep": edit("repedit", 30.0, 0.02, 0.25),
+             "ga": edit("baseline", 8.0, 0.03, 0.05, ga_path), "leace": edit("baseline", 2.0, 0.20, 0.02),
+             "rmu": edit("baseline", 1.0, 0.44, 0.33)}
+    rows = {r["edit"]: r for r in _comparison(facts(0.45, 0.33), edits)}
+    assert rows["rocr"]["matched_baseline"] == "ga" and rows["rocr"]["time_ratio_to_baseline"] == 10.0 / 4.0
+    assert rows["rocr"]["matched_baseline_neighbours"] == 0.20
+    assert rows["deep"]["time_ratio_to_baseline"] is None                 # no baseline got to 0.02
+    assert "matched_baseline" not in rows["ga"]                          # nothing else reaches 0.03
+    assert rows["leace"]["matched_baseline"] == "ga" and rows["leace"]["matched_baseline_seconds"] == 4.0

@@ -5,13 +5,14 @@ forget answers' likelihood down. NPO (Zhang et al. 2024) minimises
   L = −(2/β) mean_forget log σ(−β (log p_θ(y|x) − log p_ref(y|x)))  (+ the same retain term),
 with log p the summed answer log-prob and p_ref the model before the edit; its loss saturates as
 the forget likelihood falls, so it drifts less than GA. Both train the chosen matrices (default:
-the MLP output matrices of all layers) with Adam and stop early once the mean forget answer
-probability is at or below `stop_at`. The model is left bit-identical; the change is returned.
+the MLP output matrices of all layers) on the facts in `forms` with Adam and stop early once the
+mean forget answer probability is at or below `stop_at`: with a `monitor` (recipe runs), the run's
+forget measure checked every `check_every` steps (`repedit.baselines.tracking`); without one, the
+training batch's (mean over `forms`). The model is left bit-identical; the change is returned.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -21,6 +22,7 @@ from ..edits.base import DenseDelta, Edit
 from ..errors import ConfigError, InputError
 from ..suites import Fact
 from ..training import fact_batch, training_only
+from .tracking import Monitor, Tracker
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,18 @@ class GradientConfig:
     beta: float = 0.1                      #: NPO temperature
     retain_weight: float = 0.0             #: 0 = pure GA / NPO; > 0 adds CE on retain answers
     stop_at: float = 0.05                  #: stop once mean forget answer probability ≤ this
-    form: str = "blank"
+    forms: tuple[str, ...] = ("blank",)    #: fact forms trained on (loss averaged over them)
+    check_every: int = 5                   #: steps between monitor checks (recipe runs)
 
     def __post_init__(self) -> None:
         if self.objective not in ("ga", "npo"):
             raise ConfigError(f"objective must be 'ga' or 'npo', got {self.objective!r}")
-        if self.steps < 1 or self.lr <= 0 or self.beta <= 0 or self.retain_weight < 0 or not 0 <= self.stop_at < 1:
-            raise ConfigError("GradientConfig needs steps >= 1, lr > 0, beta > 0, retain_weight >= 0, 0 <= stop_at < 1")
+        if self.steps < 1 or self.lr <= 0 or self.beta <= 0 or self.retain_weight < 0 or not 0 <= self.stop_at < 1 \
+                or self.check_every < 1:
+            raise ConfigError("GradientConfig needs steps >= 1, lr > 0, beta > 0, retain_weight >= 0, "
+                              "0 <= stop_at < 1, check_every >= 1")
+        if not self.forms or "mc" in self.forms:
+            raise ConfigError(f"forms must be free-text fact forms (blank, qa, paraphrase, adversarial), got {self.forms}")
         if not self.matrices or any(m not in ("mlp_out", "mlp_in", "attn_out") for m in self.matrices):
             raise ConfigError(f"matrices must be among mlp_out, mlp_in, attn_out; got {self.matrices}")
 
@@ -52,35 +59,37 @@ def param_names(handle, layers: Sequence[int] | None, matrices: Sequence[str]) -
 
 
 def gradient_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (),
-                     config: GradientConfig | None = None) -> Edit:
-    """Train the chosen matrices with the GA or NPO objective; return the change as an Edit."""
+                     config: GradientConfig | None = None, monitor: Monitor | None = None) -> Edit:
+    """Train the chosen matrices with the GA or NPO objective; return the change as an Edit.
+    `monitor` (optional): returns {"forget": ..., ...}; it decides the stop and is logged as a trajectory."""
     cfg = config or GradientConfig()
     if not forget:
         raise InputError("gradient_unlearn() needs forget facts")
     if cfg.retain_weight > 0 and not retain:
         raise InputError("retain_weight > 0 needs retain facts")
     names = param_names(handle, cfg.layers, cfg.matrices)
-    fb = fact_batch(handle, forget, cfg.form)
-    rb = fact_batch(handle, retain, cfg.form) if cfg.retain_weight > 0 else None
-    lengths = torch.tensor([len(a) for a in fb.answers], dtype=torch.float32)
-    t0, log = time.perf_counter(), []
+    fbs = [fact_batch(handle, forget, form) for form in cfg.forms]
+    rbs = [fact_batch(handle, retain, form) for form in cfg.forms] if cfg.retain_weight > 0 else []
+    lengths = [torch.tensor([len(a) for a in fb.answers], dtype=torch.float32) for fb in fbs]
+    tracker, log = Tracker(monitor, cfg.check_every if monitor else 1, cfg.stop_at), []
     with torch.no_grad():
-        ref = fb.answer_logprobs(handle) * lengths                # summed answer log-prob before the edit
+        refs = [fb.answer_logprobs(handle) * n for fb, n in zip(fbs, lengths)]   # summed answer log-prob before
     with training_only(handle, names) as trainable:
         opt = torch.optim.Adam(trainable.params.values(), lr=cfg.lr)
-        for step in range(cfg.steps):
-            lp = fb.answer_logprobs(handle)
-            p_forget = float(lp.detach().exp().mean())
+        for step in range(cfg.steps + 1):                      # the last pass only checks
+            lps = [fb.answer_logprobs(handle) for fb in fbs]
+            p_forget = float(torch.stack(lps).detach().exp().mean())
             log.append(p_forget)
-            if p_forget <= cfg.stop_at:
+            last = step == cfg.steps
+            if (tracker.due(step, last) and tracker.check(step, lambda: p_forget)) or last:
                 break
             if cfg.objective == "ga":
-                loss = lp.mean()
+                loss = torch.stack(lps).mean()
             else:
-                ratio = lp * lengths - ref
+                ratio = torch.stack([lp * n - ref for lp, n, ref in zip(lps, lengths, refs)])
                 loss = -(2 / cfg.beta) * torch.nn.functional.logsigmoid(-cfg.beta * ratio).mean()
-            if rb is not None:
-                loss = loss - cfg.retain_weight * rb.answer_logprobs(handle).mean()
+            if rbs:
+                loss = loss - cfg.retain_weight * torch.stack([rb.answer_logprobs(handle) for rb in rbs]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -88,5 +97,5 @@ def gradient_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = ()
     return Edit(method=cfg.objective, deltas=deltas, model_id=handle.id,
                 config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
                 target={"forget": [f.id for f in forget], "retain": [f.id for f in retain]},
-                stats={"steps": len(log), "forget_probability_per_step": [round(x, 5) for x in log],
-                       "seconds": round(time.perf_counter() - t0, 2)})
+                stats={"steps": len(log) - 1, "forget_probability_per_step": [round(x, 5) for x in log],
+                       "seconds": round(tracker.train_seconds, 2), **tracker.stats()})

@@ -9,13 +9,13 @@ layer−2..layer) train, with Adam. The forward stops after `layer`, so a step c
 full pass. Choices the source leaves to the model: c defaults to `coef_scale` × the mean forget
 token norm at `layer` (the source's absolute 6.5–20 is tuned to Zephyr-7B's norms); forget texts are
 the facts' prompts with their answers in `forms`; retain texts are retain facts (same forms) and
-clean wiki chunks. Early stop once the mean forget answer probability (blank form, checked every
-`check_every` steps) is ≤ `stop_at`. The model is left bit-identical; the change is returned.
+clean wiki chunks. Early stop once the forget answer probability, checked every `check_every` steps,
+is ≤ `stop_at`: the run's forget measure when a `monitor` is given (recipe runs,
+`repedit.baselines.tracking`), else the blank form. The model is left bit-identical.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -26,6 +26,7 @@ from ..errors import ConfigError, InputError
 from ..suites import Fact, load_text
 from ..training import fact_batch, residual_after, text_batch, training_only
 from .gradient import param_names
+from .tracking import Monitor, Tracker
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class RMUConfig:
     coef: float | None = None                #: c; None = coef_scale × mean forget token norm
     coef_scale: float = 3.0
     alpha: float = 100.0                     #: retain weight
-    steps: int = 40
-    lr: float = 5e-5
+    steps: int = 80                          #: forget 0.45 → 0.06 in 60 steps at lr 5e-4 (4 capitals)
+    lr: float = 5e-4
     forms: tuple[str, ...] = ("blank", "adversarial")
     retain_texts: int = 8                    #: clean wiki chunks added to the retain set
     stop_at: float = 0.05
@@ -67,8 +68,9 @@ def _mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), config: RMUConfig | None = None,
-                texts: Sequence[str] | None = None) -> Edit:
-    """Train the update layers' MLP output matrices with the RMU objective; return the change as an Edit."""
+                texts: Sequence[str] | None = None, monitor: Monitor | None = None) -> Edit:
+    """Train the update layers' MLP output matrices with the RMU objective; return the change as an Edit.
+    `monitor` (optional): returns {"forget": ..., ...}; it decides the stop and is logged as a trajectory."""
     cfg = config or RMUConfig()
     if not isinstance(cfg, RMUConfig):
         raise ConfigError(f"config must be an RMUConfig, got {type(cfg).__name__}")
@@ -89,7 +91,7 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     if not r_batches and cfg.alpha > 0:
         raise InputError("alpha > 0 needs retain facts or retain_texts > 0")
     probe = fact_batch(handle, forget, "blank")
-    t0 = time.perf_counter()
+    tracker = Tracker(monitor, cfg.check_every, cfg.stop_at)
     with torch.no_grad():
         frozen = [residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer) for b in r_batches]
         norm = torch.cat([residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)].norm(dim=-1)
@@ -101,12 +103,12 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     log: list[dict] = []
     with training_only(handle, names) as trainable:
         opt = torch.optim.Adam(trainable.params.values(), lr=cfg.lr)
-        for step in range(cfg.steps + 1):
-            if step % cfg.check_every == 0 or step == cfg.steps:
-                with torch.no_grad():
-                    p = float(probe.answer_logprobs(handle).exp().mean())
-                log.append({"step": step, "forget_probability": round(p, 5)})
-                if p <= cfg.stop_at or step == cfg.steps:
+        for step in range(cfg.steps + 1):                  # the last pass only checks
+            last = step == cfg.steps
+            if tracker.due(step, last):
+                stop = tracker.check(step, lambda: probe.answer_logprobs(handle).exp().mean())
+                log.append({"step": step, "forget_probability": tracker.rows[-1]["forget"]})
+                if stop or last:
                     break
             fl = torch.stack([((residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)]
                                 - target) ** 2).mean() for b in f_batches]).mean()
@@ -114,7 +116,8 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
                                 - h0[_mask(b)]) ** 2).mean() for b, h0 in zip(r_batches, frozen)]).mean() \
                 if r_batches else torch.zeros(())
             loss = fl + cfg.alpha * rl
-            log[-1] |= {"forget_mse": round(float(fl.detach()), 4), "retain_mse": round(float(rl.detach()), 6)}
+            if log[-1]["step"] == step:
+                log[-1] |= {"forget_mse": round(float(fl.detach()), 4), "retain_mse": round(float(rl.detach()), 6)}
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -124,4 +127,5 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     return Edit(method="rmu", deltas=deltas, model_id=handle.id,
                 config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()} | {"coef_used": coef},
                 target={"forget": [f.id for f in forget], "retain": [f.id for f in retain]},
-                stats={"steps": log[-1]["step"], "log": log, "seconds": round(time.perf_counter() - t0, 2)})
+                stats={"steps": log[-1]["step"], "log": log, "seconds": round(tracker.train_seconds, 2),
+                       **tracker.stats()})

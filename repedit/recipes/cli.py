@@ -14,7 +14,8 @@ console = Console(width=160) if not Console().is_terminal else Console()
 
 FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
 SHOWN = [("edit", "edit"), ("family", "family"), ("forget_after", "forget"), ("neighbours_after", "neighbours"),
-         ("perplexity_after", "ppl"), ("memorised_logprob_after", "M logp"), ("refit_after", "re-fit"),
+         ("perplexity_after", "ppl"), ("p_known_refit_after", "LOO P(known)"),
+         ("memorised_logprob_after", "M logp"), ("refit_after", "re-fit"),
          ("prefix_best_of", "prefix"), ("relearn_held_out", "relearned"),
          ("trace_accuracy", "trace"), ("seconds", "s"), ("time_ratio_to_baseline", "÷ baseline")]
 
@@ -28,6 +29,18 @@ def print_comparison(report: dict) -> None:
     for r in rows:
         table.add_row(*[(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "—"))) for k, _ in cols])
     console.print(table)
+    matched = [r for r in rows if r["family"] == "repedit"]
+    if matched and any(r["family"] == "baseline" for r in rows):
+        t = Table(title="level-matched: the fastest baseline reaching each repedit edit's forget level")
+        for label in ("edit", "forget", "neighbours", "s", "baseline", "its s to that level", "its neighbours there",
+                      "÷ baseline"):
+            t.add_column(label)
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))   # noqa: E731
+        for r in matched:
+            t.add_row(*[fmt(r.get(k)) for k in ("edit", "forget_after", "neighbours_after", "seconds",
+                                                 "matched_baseline", "matched_baseline_seconds",
+                                                 "matched_baseline_neighbours", "time_ratio_to_baseline")])
+        console.print(t)
 
 
 def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,

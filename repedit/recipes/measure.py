@@ -27,6 +27,8 @@ class Resolved:
     texts: list[str] = field(default_factory=list)        # perplexity documents
     trace_prompts: list[str] = field(default_factory=list)
     not_known: list[str] = field(default_factory=list)    # forget subjects the model did not answer
+    unknown: list[str] = field(default_factory=list)      # invented entities (knownness probe negatives)
+    knownness: Any = None                                 # the probe fitted on the original model
 
     def to_dict(self) -> dict:
         ids = lambda fs: [f.subject for f in fs]    # noqa: E731
@@ -67,6 +69,38 @@ def resolve(handle, recipe: Recipe) -> Resolved:
     out.known = [f.subject for f in pool]
     unrelated = load_suite(t.unrelated_suite)
     out.unrelated = (known_facts(handle, unrelated) if t.known_only else unrelated)[: t.unrelated]
+    if recipe.verify.knownness:
+        from ..edits.sae_align import unknown_entities
+
+        out.unknown = unknown_entities()
+        out.knownness = _fit_knownness(handle, out, recipe)
+    return out
+
+
+KNOWN_ENTITIES = 60                                       # known subjects the knownness probe trains on
+
+
+def _fit_knownness(handle, res: Resolved, recipe: Recipe):
+    from ..sites import Site
+    from ..verify.sae_codes import fit_knownness
+
+    layer = recipe.verify.knownness_layer if recipe.verify.knownness_layer >= 0 else handle.n_layers // 2
+    handle.check_layer(layer)
+    return fit_knownness(handle, None, res.known[:KNOWN_ENTITIES], res.unknown, site=Site(layer, "resid_post"))
+
+
+def knownness(handle, res: Resolved, recipe: Recipe) -> dict:
+    """Leave-the-forget-subjects-out knownness probe: P(known) of the forget subjects (and neighbours)
+    under the probe fitted on the original model ("fixed"), and under one re-fitted on this model
+    ("refit", the attacker's view); 0.5 = indistinguishable from an invented entity."""
+    clf = res.knownness
+    refit = _fit_knownness(handle, res, recipe)
+    forget = [f.subject for f in res.forget]
+    out = {"layer": clf.probe.site.layer, "fixed": float(clf.p_known(handle, None, forget).mean()),
+           "refit": float(refit.p_known(handle, None, forget).mean()), "refit_cv_accuracy": refit.cv_accuracy,
+           "cv_accuracy": clf.cv_accuracy}
+    if res.neighbours:
+        out["neighbours_fixed"] = float(clf.p_known(handle, None, [f.subject for f in res.neighbours]).mean())
     return out
 
 
@@ -75,20 +109,24 @@ def _recall(handle, facts, forms) -> dict | None:
 
     if not facts:
         return None
-    r = recall(handle, facts, forms, progress=False)
-    return {"probability": r.mean_probability, "accuracy": r.mean_accuracy,
-            "forms": {k: {"probability": v.probability, "accuracy": v.accuracy} for k, v in r.forms.items()}}
+    return recall(handle, facts, forms, progress=False).summary()
+
+
+def neighbour_forms(recipe: Recipe) -> list[str]:
+    """Forms the neighbours and unrelated facts are measured in: blank and qa (those the recipe has)."""
+    return [f for f in ("blank", "qa") if f in recipe.verify.forms] or list(recipe.verify.forms[:1])
 
 
 def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
-    """Recall of forget (all forms), neighbours and unrelated (blank + qa), perplexity."""
+    """Recall of forget (all forms), neighbours and unrelated (blank + qa), perplexity, knownness probe."""
     from ..verify.perplexity import perplexity
 
-    side = [f for f in ("blank", "qa") if f in recipe.verify.forms] or list(recipe.verify.forms[:1])
+    side = neighbour_forms(recipe)
     return {"forget": _recall(handle, res.forget, recipe.verify.forms),
             "neighbours": _recall(handle, res.neighbours, side),
             "unrelated": _recall(handle, res.unrelated, side),
-            "perplexity": perplexity(handle, res.texts) if res.texts else None}
+            "perplexity": perplexity(handle, res.texts) if res.texts else None,
+            "knownness": knownness(handle, res, recipe) if res.knownness is not None else None}
 
 
 def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
@@ -125,5 +163,5 @@ def forget_level(m: dict, peak: int | None = None) -> float:
     """The run's forget number: mean answer probability over forms (facts), or True-LOO at the peak
     depth `peak` (pool; see `peak_index`; default: the largest True-LOO over the measured depths)."""
     if m.get("forget") is not None:
-        return float(m["forget"]["probability"])
+        return float(m["forget"]["mean_probability"])
     return float(m["true_loo"][peak] if peak is not None else np.max(m["true_loo"]))

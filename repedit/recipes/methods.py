@@ -54,6 +54,7 @@ class Context:
     sae: str | None = None
     progress: bool = False
     cache: dict = field(default_factory=dict)
+    monitor: Callable[[], dict] | None = None #: the run's forget measure, for baselines that train (tracking)
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,14 @@ def _gradient(objective: str) -> Callable:
         from ..baselines.gradient import gradient_unlearn
 
         return [gradient_unlearn(ctx.handle, list(ctx.forget), list(ctx.retain),
-                                 dataclasses.replace(cfg, objective=objective))]
+                                 dataclasses.replace(cfg, objective=objective), monitor=ctx.monitor)]
     return build
 
 
 def _rmu(ctx: Context, cfg) -> list:
     from ..baselines.rmu import rmu_unlearn
 
-    return [rmu_unlearn(ctx.handle, list(ctx.forget), list(ctx.retain), cfg)]
+    return [rmu_unlearn(ctx.handle, list(ctx.forget), list(ctx.retain), cfg, monitor=ctx.monitor)]
 
 
 def _pool_contexts(ctx: Context) -> dict:

@@ -13,11 +13,14 @@ from pathlib import Path
 COLUMNS = [("edit", "edit"), ("family", "family"), ("peak_depth", "peak depth"), ("forget_before", "forget before"),
            ("forget_after", "forget after"), ("max_loo_over_depths_after", "max LOO over depths after"),
            ("neighbours_after", "neighbours after"), ("unrelated_after", "unrelated after"),
-           ("perplexity_after", "perplexity after"), ("memorised_logprob_after", "memorised log-prob after"),
+           ("perplexity_after", "perplexity after"), ("p_known_fixed_after", "P(known), original probe"),
+           ("p_known_refit_after", "LOO P(known), re-fit probe"), ("memorised_logprob_after", "memorised log-prob after"),
            ("refit_after", "re-fit probe after"), ("prefix_best_of", "prefix attack (best of)"),
            ("relearn_held_out", "relearned (held-out)"), ("sae_restored", "SAE-restored"),
            ("trace_accuracy", "trace detection acc."), ("seconds", "edit seconds"),
-           ("time_ratio_to_baseline", "time ÷ fastest baseline at ≤ forget")]
+           ("time_ratio_to_baseline", "time ÷ fastest baseline at ≤ forget"),
+           ("matched_baseline", "that baseline"), ("matched_baseline_seconds", "its seconds to that level"),
+           ("matched_baseline_neighbours", "its neighbours there")]
 
 
 def _fmt(v) -> str:
@@ -65,7 +68,7 @@ def _plots(report: dict, run_dir: Path) -> list[str]:
         groups = [g for g in ("forget", "neighbours", "unrelated") if before.get(g)]
         width = 0.8 / len(groups)
         for gi, g in enumerate(groups):
-            vals = [before[g]["probability"]] + [e["after"][g]["probability"] for e in edits.values()]
+            vals = [before[g]["mean_probability"]] + [e["after"][g]["mean_probability"] for e in edits.values()]
             ax.bar([i + gi * width for i in range(len(names))], vals, width, label=g)
         ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(names))])
         ax.set_xticklabels(names, rotation=20, fontsize=8)
@@ -74,13 +77,17 @@ def _plots(report: dict, run_dir: Path) -> list[str]:
         ax.legend(fontsize=8)
         out.append(_png(fig, run_dir / "plots" / "recall.png"))
         plt.close(fig)
+    tracked = {k: e["trajectory"] for k, e in edits.items()
+               if e.get("trajectory") and "neighbours" in e["trajectory"][0]}
+    if tracked and before.get("neighbours"):
+        out.append(_tradeoff(plt, report, tracked, run_dir / "plots" / "tradeoff.png"))
     curves = {k: e["attacks"]["relearn"] for k, e in edits.items() if "relearn" in e.get("attacks", {})}
     if curves:
         fig, ax = plt.subplots(figsize=(6, 3.4))
         for k, c in curves.items():
             line, = ax.plot(c["steps"], c["held_out"], marker="o", label=f"{k} held-out")
             ax.plot(c["steps"], c["train"], ls="--", color=line.get_color(), label=f"{k} trained-on")
-        out.append(_finish(plt, fig, ax, before["forget"]["probability"], "before edit", "fine-tune step",
+        out.append(_finish(plt, fig, ax, before["forget"]["mean_probability"], "before edit", "fine-tune step",
                            "answer probability", "relearning attack", run_dir / "plots" / "relearn.png"))
     if before.get("true_loo") is not None:
         fig, ax = plt.subplots(figsize=(6, 3.4))
@@ -90,6 +97,30 @@ def _plots(report: dict, run_dir: Path) -> list[str]:
         out.append(_finish(plt, fig, ax, 0.5, "chance", "depth", "True-LOO accuracy",
                            "memorisation signature probe per depth", run_dir / "plots" / "probe_depths.png"))
     return out
+
+
+def _tradeoff(plt, report: dict, tracked: dict, path: Path) -> str:
+    """Forget vs neighbours: each trained baseline's path while it trained, every edit's end point."""
+    before, rows = report["before"], report["comparison"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, traj in tracked.items():
+        ax.plot([r["forget"] for r in traj], [r["neighbours"] for r in traj], marker=".", lw=1, alpha=0.7,
+                label=f"{k} while training")
+    for r in rows:
+        if r.get("neighbours_after") is not None:
+            ax.scatter(r["forget_after"], r["neighbours_after"], s=60, zorder=3,
+                       marker="o" if r["family"] == "repedit" else "s")
+            ax.annotate(r["edit"], (r["forget_after"], r["neighbours_after"]), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")
+    ax.scatter(before["forget"]["mean_probability"], before["neighbours"]["mean_probability"], marker="*", s=140,
+               color="black", zorder=3, label="unedited")
+    ax.set_xlabel("forget (answer probability, mean over forms) — lower is more forgotten")
+    ax.set_ylabel("neighbours (answer probability) — higher is kept")
+    ax.set_title("forget vs neighbours (up and left is better)")
+    ax.legend(fontsize=7)
+    img = _png(fig, path)
+    plt.close(fig)
+    return img
 
 
 def _forms_table(report: dict) -> str:
@@ -137,8 +168,12 @@ def write_html(report: dict, run_dir: str | Path) -> Path:
                       for k, e in report["edits"].items())
     explain = ("<p>forget = mean answer probability over the forms (fact targets) or the True-LOO probe accuracy at "
                "the signature's peak depth, where the unedited gap is largest (pool targets; 0.5 = chance); lower "
-               "is more forgotten. Time ratio: this edit's seconds over "
-               "the fastest baseline reaching at least the same forget level.</p>")
+               "is more forgotten. LOO P(known): a logistic probe on the residual stream (known vs invented "
+               "entities, the forget subjects left out of its training) re-fitted on the edited model — the "
+               "probability it gives the forget subjects of being known (0.5 = indistinguishable). Time ratio: "
+               "this edit's seconds over the fastest baseline reaching at least the same forget level; for a "
+               "trained baseline, its training seconds up to the first tracked step at that level (monitoring "
+               "excluded), with its neighbours there.</p>")
     cmd = report.get("command") or "repedit run <recipe.toml>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>repedit run {html.escape(r['name'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;

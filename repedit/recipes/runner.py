@@ -21,7 +21,7 @@ import torch
 
 from ..edits.stack import EditStack
 from ..errors import InputError
-from .measure import Resolved, forget_level, measure_facts, measure_pool, peak_index, resolve
+from .measure import Resolved, forget_level, measure_facts, measure_pool, neighbour_forms, peak_index, resolve
 from .methods import METHODS, Context, method_config
 from .schema import Recipe, load_recipe
 
@@ -96,6 +96,45 @@ def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> di
     return orig
 
 
+def _monitor(handle, res: Resolved, recipe: Recipe):
+    """The run's forget measure (and the neighbours'), cheap enough to track a training baseline."""
+    if not res.forget:
+        return None
+    from ..verify.recall import recall_probability
+
+    side = neighbour_forms(recipe)
+
+    def monitor() -> dict:
+        out = {"forget": recall_probability(handle, res.forget, recipe.verify.forms)}
+        if res.neighbours:
+            out["neighbours"] = recall_probability(handle, res.neighbours, side)
+        return out
+    return monitor
+
+
+def _level_match(row: dict, rows: list[dict], edits: dict) -> None:
+    """The fastest baseline reaching at least `row`'s forget level: its seconds to that level (from its
+    tracked trajectory when it trained, else its whole build), and its neighbours there."""
+    from ..baselines.tracking import seconds_to_level
+
+    best = None
+    for other in rows:
+        if other["family"] != "baseline" or other is row:
+            continue
+        traj = edits[other["edit"]].get("trajectory")
+        if traj:
+            t = seconds_to_level(traj, row["forget_after"])
+            neigh = next((r.get("neighbours") for r in traj if r["forget"] <= row["forget_after"]), None)
+        else:
+            t = other["seconds"] if other["forget_after"] <= row["forget_after"] else None
+            neigh = other.get("neighbours_after")
+        if t is not None and (best is None or t < best[1]):
+            best = (other["edit"], t, neigh)
+    row["time_ratio_to_baseline"] = row["seconds"] / max(best[1], 1e-3) if best else None
+    if best:
+        row["matched_baseline"], row["matched_baseline_seconds"], row["matched_baseline_neighbours"] = best
+
+
 def _comparison(before: dict, edits: dict) -> list[dict]:
     """One row per edit; the time ratio is to the fastest baseline reaching at least the same forget level."""
     rows = []
@@ -108,10 +147,14 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
             row["peak_depth"] = before["depths"][peak]
             row["max_loo_over_depths_after"] = float(max(after["true_loo"]))
         if after.get("neighbours"):
-            row["neighbours_before"] = before["neighbours"]["probability"]
-            row["neighbours_after"] = after["neighbours"]["probability"]
+            row["neighbours_before"] = before["neighbours"]["mean_probability"]
+            row["neighbours_after"] = after["neighbours"]["mean_probability"]
         if after.get("unrelated"):
-            row["unrelated_after"] = after["unrelated"]["probability"]
+            row["unrelated_after"] = after["unrelated"]["mean_probability"]
+        if after.get("knownness"):
+            row["p_known_before"] = before["knownness"]["refit"]
+            row["p_known_fixed_after"] = after["knownness"]["fixed"]
+            row["p_known_refit_after"] = after["knownness"]["refit"]
         row["perplexity_before"], row["perplexity_after"] = before.get("perplexity"), after.get("perplexity")
         if "memorised_logprob" in after:
             row["memorised_logprob_before"] = before["memorised_logprob"]
@@ -120,7 +163,7 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
             row["refit_after"] = after["refit"]["accuracy"][0][peak if peak is not None else 0]
         att = e.get("attacks", {})
         if "relearn" in att:
-            base = before["forget"]["probability"] or 1e-9
+            base = before["forget"]["mean_probability"] or 1e-9
             row["relearn_held_out"] = att["relearn"]["held_out"][-1]
             row["relearn_recovery"] = att["relearn"]["held_out"][-1] / base
         if "prefixes" in att:
@@ -131,8 +174,7 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
             row["trace_accuracy"] = att["trace_accuracy"]
         rows.append(row)
     for row in rows:
-        peers = [r["seconds"] for r in rows if r["family"] == "baseline" and r["forget_after"] <= row["forget_after"]]
-        row["time_ratio_to_baseline"] = row["seconds"] / min(peers) if peers else None
+        _level_match(row, rows, edits)
     return rows
 
 
@@ -168,7 +210,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
     peak = None if res.forget else peak_index(before)
     journal.log("measure", what="before", forget=round(forget_level(before, peak), 4))
     ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts,
-                  recipe.attacks.sae, progress)
+                  recipe.attacks.sae, progress, monitor=_monitor(handle, res, recipe))
     edits = {}
     for spec in recipe.edits:
         method = METHODS[spec.method]
@@ -176,7 +218,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
         t0 = time.perf_counter()
         config = method_config(spec.method, spec.config)
         built = method.build(ctx, config)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 - sum(e.stats.get("monitor_seconds", 0.0) for e in built)
         journal.log("edit", name=spec.name, method=spec.method, seconds=round(seconds, 2), edits=len(built))
         stack = EditStack(handle)
         try:
@@ -198,7 +240,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
                             "config": {k: (list(v) if isinstance(v, tuple) else v)
                                        for k, v in vars(config).items()},
                             "seconds": round(seconds, 2), "rank": {p: r for e in built for p, r in e.rank.items()},
-                            "stats": [e.stats for e in built], "after": after, "attacks": attacks}
+                            "stats": [e.stats for e in built], "after": after, "attacks": attacks,
+                            "trajectory": built[0].stats.get("trajectory") if len(built) == 1 else None}
     report = {"recipe": recipe.to_dict(), "targets": res.to_dict(), "before": before, "edits": edits,
               "comparison": _comparison(before, edits),
               "environment": {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),

@@ -49,6 +49,8 @@ class Verify:
     forms: tuple[str, ...] = ("qa", "blank", "mc", "adversarial", "paraphrase")
     perplexity_docs: int = 20                #: held-out news documents
     signature_depths: tuple[int, ...] = ()   #: LOO probe depths (pool targets)
+    knownness: bool = True                   #: known-vs-unknown residual probe on the forget subjects (facts)
+    knownness_layer: int = -1                #: its residual layer (resid_post); -1 = the middle layer
 
 
 @dataclass(frozen=True)

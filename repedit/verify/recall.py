@@ -116,51 +116,69 @@ class RecallResult:
                 "mean_accuracy": self.mean_accuracy, "mean_probability": self.mean_probability,
                 "per_fact": self.per_fact}
 
+    def summary(self) -> dict:
+        """Per-form accuracy and probability and their means (`to_dict` without the per-fact detail)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("model", "per_fact")}
 
-def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_new_tokens: int = 24,
-           batch_size: int = 16, progress: bool = True) -> RecallResult:
-    """Measure each fact in each requested form; see the module docstring for the metrics."""
+
+def _check(facts: Sequence[Fact], forms: Sequence[str]) -> None:
     if not facts:
         raise InputError("recall() needs at least one fact (load one with repedit.suites.load_suite)")
     bad = [f for f in forms if f not in FORMS]
     if bad:
         raise InputError(f"unknown forms {bad}; valid forms: {list(FORMS)}")
+
+
+def _form_scores(handle, facts: Sequence[Fact], form: str, batch_size: int) -> tuple[list[float], list]:
+    """Per-fact answer probability in `form`, and what decides correctness: the argmax-is-right flags
+    (mc) or the prompts to continue greedily (free-text forms)."""
+    specs = [f.forms[form] for f in facts]
+    if form == "mc":
+        prompts, conts, owner = [], [], []
+        for k, spec in enumerate(specs):
+            p = prompt_ids(handle, spec["prompt"], False)
+            for opt in spec["options"]:
+                prompts.append(p)
+                conts.append(answer_ids(handle, opt, False))
+                owner.append(k)
+        lps = continuation_logprobs(handle, prompts, conts, batch_size)
+        probs, right = [], []
+        for k, spec in enumerate(specs):
+            mine = torch.tensor([lp for lp, o in zip(lps, owner) if o == k])
+            probs.append(float(torch.softmax(mine, 0)[spec["answer_index"]]))
+            right.append(int(mine.argmax()) == spec["answer_index"])
+        return probs, right
+    prompts = [prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
+    conts = [answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
+    return [math.exp(lp) for lp in continuation_logprobs(handle, prompts, conts, batch_size)], prompts
+
+
+def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_new_tokens: int = 24,
+           batch_size: int = 16, progress: bool = True) -> RecallResult:
+    """Measure each fact in each requested form; see the module docstring for the metrics."""
+    _check(facts, forms)
     per_fact = [{"id": f.id, "answer": f.answer} for f in facts]
     scores: dict[str, FormScore] = {}
     for form in tqdm(forms, disable=not progress, desc="recall forms"):
-        specs = [f.forms[form] for f in facts]
+        probs, decide = _form_scores(handle, facts, form, batch_size)
         if form == "mc":
-            prompts, conts, owner = [], [], []
-            for k, spec in enumerate(specs):
-                p = prompt_ids(handle, spec["prompt"], False)
-                for opt in spec["options"]:
-                    prompts.append(p)
-                    conts.append(answer_ids(handle, opt, False))
-                    owner.append(k)
-            lps = continuation_logprobs(handle, prompts, conts, batch_size)
-            acc = probs = 0.0
-            for k, spec in enumerate(specs):
-                mine = torch.tensor([lp for lp, o in zip(lps, owner) if o == k])
-                p_correct = float(torch.softmax(mine, 0)[spec["answer_index"]])
-                ok = int(mine.argmax()) == spec["answer_index"]
-                per_fact[k][form] = {"correct": ok, "probability": p_correct}
-                acc += ok
-                probs += p_correct
-            scores[form] = FormScore(acc / len(facts), probs / len(facts), len(facts),
-                                     chance=1 / len(specs[0]["options"]))
+            for k, (p, ok) in enumerate(zip(probs, decide)):
+                per_fact[k][form] = {"correct": ok, "probability": p}
+            chance = 1 / len(facts[0].forms[form]["options"])
+            scores[form] = FormScore(sum(decide) / len(facts), sum(probs) / len(facts), len(facts), chance=chance)
             continue
-        prompts = [prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
-        conts = [answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
-        lps = continuation_logprobs(handle, prompts, conts, batch_size)
-        outs = greedy(handle, prompts, max_new_tokens, batch_size)
-        acc = probs = 0.0
-        for k, (f, lp, text) in enumerate(zip(facts, lps, outs)):
-            ok = _mentions(text, f.answers)
-            per_fact[k][form] = {"correct": ok, "probability": math.exp(lp), "output": text}
-            acc += ok
-            probs += math.exp(lp)
-        scores[form] = FormScore(acc / len(facts), probs / len(facts), len(facts))
+        outs = greedy(handle, decide, max_new_tokens, batch_size)
+        oks = [_mentions(text, f.answers) for f, text in zip(facts, outs)]
+        for k, (p, ok, text) in enumerate(zip(probs, oks, outs)):
+            per_fact[k][form] = {"correct": ok, "probability": p, "output": text}
+        scores[form] = FormScore(sum(oks) / len(facts), sum(probs) / len(facts), len(facts))
     return RecallResult(model=handle.id, forms=scores, per_fact=per_fact)
+
+
+def recall_probability(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, batch_size: int = 16) -> float:
+    """`recall(...).mean_probability` without the greedy generations (a cheap monitor for training loops)."""
+    _check(facts, forms)
+    return sum(sum(_form_scores(handle, facts, form, batch_size)[0]) / len(facts) for form in forms) / len(forms)
 
 
 def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blank", "paraphrase", "adversarial"),

@@ -1,7 +1,8 @@
-"""Does the model's SAE code call an entity known? And what did an edit do to recall and fluency?
+"""Does the model's SAE code (or its residual stream) call an entity known? And what did an edit
+do to recall and fluency?
 
-`fit_knownness` fits a logistic probe (`repedit.locate.probes.fit_probe`) on SAE codes of known
-vs unknown entities at the entity's last token, in `EVAL_FRAMES` (none of them is a training frame
+`fit_knownness` fits a logistic probe (`repedit.locate.probes.fit_probe`) on SAE codes (or, without
+an SAE, on the residual at a site) of known vs unknown entities at the entity's last token, in `EVAL_FRAMES` (none of them is a training frame
 of `repedit.edits.sae_align`, so the classifier reads templates the edit never saw);
 `P(known)` of an entity is the probe's probability averaged over those frames.
 `sae_align_effect` measures P(known), recall (five forms), neighbours, unrelated facts and
@@ -17,9 +18,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..capture import capture
 from ..errors import InputError
 from ..locate.probes import ProbeDirection, fit_probe
 from ..locate.sae_features import ENTITY_FRAME, encode_texts, sae_site
+from ..sites import Site
 from ..suites import FORMS, Fact
 from .perplexity import perplexity
 from .recall import recall
@@ -28,43 +31,48 @@ EVAL_FRAMES = (ENTITY_FRAME.replace("{entity}", "{}"), "A short history of {}", 
                "The government of {}")
 
 
+def entity_features(handle, sae, texts: Sequence[str], site: Site) -> torch.Tensor:
+    """[n, d] features at the entity's last token: the SAE's codes (`sae`), or the residual at `site` (None)."""
+    if sae is not None:
+        return encode_texts(handle, sae, texts, site)
+    return capture(handle, list(texts), [site], batch_size=32, progress=False)[site].float()
+
+
 @dataclass(frozen=True)
 class KnownnessClassifier:
-    """Logistic probe on SAE codes (label 1 = known); `p_known` averages over `frames`."""
+    """Logistic probe on SAE codes, or on the residual when fitted without an SAE (label 1 = known);
+    `p_known` averages over `frames`."""
 
     probe: ProbeDirection
     frames: tuple[str, ...]
     cv_accuracy: float
 
     def p_known(self, handle, sae, entities: Sequence[str]) -> torch.Tensor:
-        """P(known) [n_entities], mean over the classifier's frames."""
+        """P(known) [n_entities], mean over the classifier's frames (`sae`: the one it was fitted with, or None)."""
         if not entities:
             raise InputError("p_known() needs at least one entity")
         texts = [f.format(e) for f in self.frames for e in entities]
-        codes = encode_texts(handle, sae, texts, sae_site(sae))
-        return torch.sigmoid(self.probe(codes)).view(len(self.frames), len(entities)).mean(0)
+        feats = entity_features(handle, sae, texts, self.probe.site)
+        return torch.sigmoid(self.probe(feats)).view(len(self.frames), len(entities)).mean(0)
 
 
 def fit_knownness(handle, sae, known: Sequence[str], unknown: Sequence[str],
-                  frames: Sequence[str] = EVAL_FRAMES) -> KnownnessClassifier:
-    """Fit the known-vs-unknown classifier on SAE codes (5-fold CV accuracy recorded)."""
+                  frames: Sequence[str] = EVAL_FRAMES, site: Site | None = None) -> KnownnessClassifier:
+    """Fit the known-vs-unknown classifier on SAE codes (`sae`), or on the residual at `site` when `sae`
+    is None (5-fold CV accuracy by entity recorded)."""
     if len(known) < 5 or len(unknown) < 5:
         raise InputError("fit_knownness() needs at least 5 known and 5 unknown entities")
     if not frames or any(f.count("{}") != 1 for f in frames):
         raise InputError("each classifier frame needs one '{}' where the entity goes, e.g. 'The history of {}'")
-    site = sae_site(sae)
-    k = encode_texts(handle, sae, [f.format(e) for f in frames for e in known], site)
-    u = encode_texts(handle, sae, [f.format(e) for f in frames for e in unknown], site)
+    if sae is None and site is None:
+        raise InputError("fit_knownness() without an SAE needs the residual site, e.g. Site(15, 'resid_post')")
+    site = sae_site(sae) if sae is not None else site
+    k = entity_features(handle, sae, [f.format(e) for f in frames for e in known], site)
+    u = entity_features(handle, sae, [f.format(e) for f in frames for e in unknown], site)
     # 5 folds by entity: no entity is in a fold's training and test rows at once
     groups = [i % 5 for _ in frames for i in range(len(known))] + [i % 5 for _ in frames for i in range(len(unknown))]
     probe = fit_probe(torch.cat([k, u]), [1] * len(k) + [0] * len(u), groups=groups, site=site)
     return KnownnessClassifier(probe=probe, frames=tuple(frames), cv_accuracy=probe.cv_accuracy)
-
-
-def _summary(handle, facts: Sequence[Fact], forms: Sequence[str]) -> dict:
-    res = recall(handle, facts, forms, progress=False)
-    return {"forms": {f: {"accuracy": s.accuracy, "probability": s.probability} for f, s in res.forms.items()},
-            "mean_accuracy": res.mean_accuracy, "mean_probability": res.mean_probability}
 
 
 @dataclass(frozen=True)
@@ -83,12 +91,13 @@ class SAEAlignEffect:
 def measure(handle, sae, clf: KnownnessClassifier, target: Fact, neighbours: Sequence[Fact] = (),
             unrelated: Sequence[Fact] = (), texts: Sequence[str] = (), neighbour_forms=("blank", "qa")) -> dict:
     """P(known) of the target and neighbours, recall of target (five forms), neighbours, unrelated, perplexity."""
-    out = {"p_known": float(clf.p_known(handle, sae, [target.subject])[0]), "target": _summary(handle, [target], FORMS)}
+    out = {"p_known": float(clf.p_known(handle, sae, [target.subject])[0]),
+           "target": recall(handle, [target], FORMS, progress=False).summary()}
     if neighbours:
-        out["neighbours"] = _summary(handle, neighbours, neighbour_forms)
+        out["neighbours"] = recall(handle, neighbours, neighbour_forms, progress=False).summary()
         out["neighbours_p_known"] = float(clf.p_known(handle, sae, [f.subject for f in neighbours]).mean())
     if unrelated:
-        out["unrelated"] = _summary(handle, unrelated, neighbour_forms)
+        out["unrelated"] = recall(handle, unrelated, neighbour_forms, progress=False).summary()
     if texts:
         out["perplexity"] = perplexity(handle, list(texts))
     return out
