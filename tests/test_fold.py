@@ -30,6 +30,7 @@ def test_tied_models_and_toys_are_refused(smol, toy):
         fold_projection(toy, proj)
 
 
+@pytest.mark.slow      # pool features at two depths (~2 min); contract covers the folded form
 def test_folded_pga_lowers_the_probe_exports_and_reverts(untied, tmp_path):
     from transformers import AutoModelForCausalLM
 

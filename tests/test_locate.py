@@ -60,6 +60,7 @@ def test_trace_metrics(smol):
     assert moved["l2"] > 0 and moved["jaccard"] < 1.0
 
 
+@pytest.mark.slow      # integrated gradients over 30 layers × 3 forms (~3 min)
 def test_knowledge_neurons_suppression_beats_random_neurons(smol, france):
     target, related, unrelated = france
     kn = knowledge_neurons(smol, target[0], progress=False)

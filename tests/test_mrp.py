@@ -12,6 +12,7 @@ from repedit.verify.recall import answer_logprobs
 FORMS = ("blank", "qa", "paraphrase", "adversarial")
 
 
+@pytest.mark.slow      # two trained tasks (~2 min); the contract and writers tests cover MRP by default
 def test_mrp_tasks_forget_more_than_they_retain(smol):
     caps = {f.subject: f for f in load_suite("capitals")}
     forget = [caps[s] for s in ("France", "Japan", "Egypt")]

@@ -16,6 +16,7 @@ from repedit.verify.signature import depth_curve
 DEPTH = 7           # an early depth with a clear signature on SmolLM2 (True-LOO 0.71, gap +0.21): cheap to train
 
 
+@pytest.mark.slow      # trains 4 layers (~2 min); the contract test pushes/reverts/exports trained PGA by default
 def test_trained_pga_lowers_the_probe_and_keeps_the_language_model(smol):
     pool, _ = screened(smol, load_pool("natural"))
     ctx = CONTEXTS[:4]

@@ -27,6 +27,7 @@ def test_shipped_sae_is_small_and_in_sae_lens_format(sae):
     assert sae.W_enc.dtype == torch.float32 and str(sae_site(sae)) == "resid_post.15[-1]"
 
 
+@pytest.mark.slow      # reconstruction over held-out text (~1.5 min)
 def test_reconstruction_matches_reported_quality(smol, sae):
     reported = json.loads((SAE_DIR / "quality.json").read_text())
     measured = evaluate(smol, sae, 15, texts=load_text("wiki", "heldout")[:30])
