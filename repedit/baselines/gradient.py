@@ -46,7 +46,8 @@ class GradientConfig:
             raise ConfigError("GradientConfig needs steps >= 1, lr > 0, beta > 0, retain_weight >= 0, "
                               "0 <= stop_at < 1, check_every >= 1")
         if not self.forms or "mc" in self.forms:
-            raise ConfigError(f"forms must be free-text fact forms (blank, qa, paraphrase, adversarial), got {self.forms}")
+            raise ConfigError("forms must be free-text fact forms (blank, qa, paraphrase, adversarial), "
+                              f"got {self.forms}")
         if not self.matrices or any(m not in ("mlp_out", "mlp_in", "attn_out") for m in self.matrices):
             raise ConfigError(f"matrices must be among mlp_out, mlp_in, attn_out; got {self.matrices}")
 

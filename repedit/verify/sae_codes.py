@@ -2,8 +2,9 @@
 do to recall and fluency?
 
 `fit_knownness` fits a logistic probe (`repedit.locate.probes.fit_probe`) on SAE codes (or, without
-an SAE, on the residual at a site) of known vs unknown entities at the entity's last token, in `EVAL_FRAMES` (none of them is a training frame
-of `repedit.edits.sae_align`, so the classifier reads templates the edit never saw);
+an SAE, on the residual at a site) of known vs unknown entities at the entity's last token, in
+`EVAL_FRAMES` (none of them is a training frame of `repedit.edits.sae_align`, so the classifier
+reads templates the edit never saw);
 `P(known)` of an entity is the probe's probability averaged over those frames.
 `sae_align_effect` measures P(known), recall (five forms), neighbours, unrelated facts and
 perplexity before an edit and with it applied (reverted after), and the cosine between each
