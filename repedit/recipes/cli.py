@@ -106,7 +106,10 @@ def register(app: typer.Typer) -> None:
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed)
         recipe = parse_recipe(text, "<compare>")
         run_dir = out or Path("runs") / "compare"
-        result = run_recipe(recipe, run_dir, force=force, echo=console.print)
+        command = (f"repedit compare --forget {','.join(subjects)} --methods {','.join(names)} --relearn-steps "
+                   f"{relearn_steps} --trace-prompts {trace_prompts}" + (f" --sae {sae}" if sae else "")
+                   + (" --quick" if quick else "") + f" --seed {seed}   # or: repedit run {run_dir}/recipe.toml")
+        result = run_recipe(recipe, run_dir, force=force, echo=console.print, command=command)
         (result.dir / "recipe.toml").write_text(text)
         print_comparison(result.report)
         console.print(f"report: {result.dir / 'report.html'}; rerun: repedit run {result.dir / 'recipe.toml'} --force")

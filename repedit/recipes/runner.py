@@ -179,8 +179,9 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
 
 
 def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, force: bool = False,
-               progress: bool = True, echo=print) -> RunResult:
-    """Run `recipe` (a Recipe or a path) and write its run directory (default runs/<name>)."""
+               progress: bool = True, echo=print, command: str | None = None) -> RunResult:
+    """Run `recipe` (a Recipe or a path) and write its run directory (default runs/<name>); `command`:
+    what reproduces the run, for the report (default: `repedit run <the recipe file>`)."""
     from .. import __version__, load
 
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
@@ -246,7 +247,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
               "comparison": _comparison(before, edits),
               "environment": {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                               "threads": torch.get_num_threads()},
-              "command": f"repedit run {recipe.source}" if recipe.source else None,
+              "command": command or (f"repedit run {recipe.source}" if recipe.source and Path(recipe.source).exists()
+                                     else f"repedit run {run_dir / 'recipe.toml'}"),
               "wall_seconds": round(time.perf_counter() - t_all, 1)}
     (run_dir / "resolved.json").write_text(json.dumps({"recipe": recipe.to_dict(), "targets": res.to_dict(),
                                                        "edits": {k: v["config"] for k, v in edits.items()}},
