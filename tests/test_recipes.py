@@ -138,3 +138,16 @@ def test_the_time_ratio_is_to_the_fastest_baseline_reaching_the_level():
     assert rows["deep"]["time_ratio_to_baseline"] is None                 # no baseline got to 0.02
     assert "matched_baseline" not in rows["ga"]                          # nothing else reaches 0.03
     assert rows["leace"]["matched_baseline"] == "ga" and rows["leace"]["matched_baseline_seconds"] == 4.0
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_compare_builds_a_valid_recipe_of_every_fact_method(quick):
+    from repedit.recipes.cli import FACT_METHODS, compare_recipe
+
+    text = compare_recipe(["France", "Japan"], list(FACT_METHODS), name="compare", relearn_steps=4, trace_prompts=10,
+                          sae="saes/smollm2-135m-L15-topk", quick=quick, seed=3)
+    recipe = parse_recipe(text, "<compare>")
+    assert [e.method for e in recipe.edits] == list(FACT_METHODS) and recipe.seed == 3
+    ga = method_config("ga", next(e for e in recipe.edits if e.method == "ga").config)
+    if not quick:        # the trained baselines run until they pass every repedit level (tracked on the way)
+        assert ga.stop_at <= 0.02 and set(ga.forms) == {"blank", "qa", "adversarial"} and ga.retain_weight > 0
