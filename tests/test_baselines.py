@@ -92,7 +92,7 @@ def test_rmu_misdirects_forget_activations_more_than_retained_ones(smol):
         f1, r1 = drift()
     moved = lambda a, b: float(((a - b).norm(dim=-1) / b.norm(dim=-1)).mean())     # noqa: E731
     assert moved(f1, f0) > 3 * moved(r1, r0), (moved(f1, f0), moved(r1, r0))
-    log = edit.stats["log"]
+    log = edit.stats["trajectory"]
     assert log[0]["forget_mse"] > log[-2]["forget_mse"]
     with pytest.raises(ConfigError, match="update_layers"):
         RMUConfig(layer=4, update_layers=(5,))

@@ -100,24 +100,22 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     g = torch.Generator().manual_seed(cfg.seed)
     u = torch.rand(handle.d_model, generator=g)
     target = coef * u / u.norm()
-    log: list[dict] = []
     with training_only(handle, names) as trainable:
         opt = torch.optim.Adam(trainable.params.values(), lr=cfg.lr)
         for step in range(cfg.steps + 1):                  # the last pass only checks
             last = step == cfg.steps
-            if tracker.due(step, last):
-                stop = tracker.check(step, lambda: probe.answer_logprobs(handle).exp().mean())
-                log.append({"step": step, "forget_probability": tracker.rows[-1]["forget"]})
-                if stop or last:
-                    break
+            checked = tracker.due(step, last)
+            if checked and (tracker.check(step, lambda: probe.answer_logprobs(handle).exp().mean()) or last):
+                break
             fl = torch.stack([((residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)]
                                 - target) ** 2).mean() for b in f_batches]).mean()
             rl = torch.stack([((residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)]
                                 - h0[_mask(b)]) ** 2).mean() for b, h0 in zip(r_batches, frozen)]).mean() \
                 if r_batches else torch.zeros(())
             loss = fl + cfg.alpha * rl
-            if log[-1]["step"] == step:
-                log[-1] |= {"forget_mse": round(float(fl.detach()), 4), "retain_mse": round(float(rl.detach()), 6)}
+            if checked:                                    # the losses beside the tracked row of this step
+                tracker.rows[-1] |= {"forget_mse": round(float(fl.detach()), 4),
+                                     "retain_mse": round(float(rl.detach()), 6)}
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -127,5 +125,5 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     return Edit(method="rmu", deltas=deltas, model_id=handle.id,
                 config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()} | {"coef_used": coef},
                 target={"forget": [f.id for f in forget], "retain": [f.id for f in retain]},
-                stats={"steps": log[-1]["step"], "log": log, "seconds": round(tracker.train_seconds, 2),
+                stats={"steps": tracker.rows[-1]["step"], "seconds": round(tracker.train_seconds, 2),
                        **tracker.stats()})

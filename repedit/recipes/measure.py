@@ -28,7 +28,7 @@ class Resolved:
     trace_prompts: list[str] = field(default_factory=list)
     not_known: list[str] = field(default_factory=list)    # forget subjects the model did not answer
     unknown: list[str] = field(default_factory=list)      # invented entities (knownness probe negatives)
-    knownness: Any = None                                 # the probe fitted on the original model
+    knownness: Any = None                                 # the probe fitted on the original model (first measure)
 
     def to_dict(self) -> dict:
         ids = lambda fs: [f.subject for f in fs]    # noqa: E731
@@ -73,7 +73,6 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         from ..edits.sae_align import unknown_entities
 
         out.unknown = unknown_entities()
-        out.knownness = _fit_knownness(handle, out, recipe)
     return out
 
 
@@ -92,9 +91,12 @@ def _fit_knownness(handle, res: Resolved, recipe: Recipe):
 def knownness(handle, res: Resolved, recipe: Recipe) -> dict:
     """Leave-the-forget-subjects-out knownness probe: P(known) of the forget subjects (and neighbours)
     under the probe fitted on the original model ("fixed"), and under one re-fitted on this model
-    ("refit", the attacker's view); 0.5 = indistinguishable from an invented entity."""
-    clf = res.knownness
+    ("refit", the attacker's view); 0.5 = indistinguishable from an invented entity. The first call
+    (the run's "before" measurement, on the original model) keeps its fit as the fixed probe."""
     refit = _fit_knownness(handle, res, recipe)
+    if res.knownness is None:
+        res.knownness = refit
+    clf = res.knownness
     forget = [f.subject for f in res.forget]
     out = {"layer": clf.probe.site.layer, "fixed": float(clf.p_known(handle, None, forget).mean()),
            "refit": float(refit.p_known(handle, None, forget).mean()), "refit_cv_accuracy": refit.cv_accuracy,
@@ -126,7 +128,7 @@ def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
             "neighbours": _recall(handle, res.neighbours, side),
             "unrelated": _recall(handle, res.unrelated, side),
             "perplexity": perplexity(handle, res.texts) if res.texts else None,
-            "knownness": knownness(handle, res, recipe) if res.knownness is not None else None}
+            "knownness": knownness(handle, res, recipe) if res.unknown else None}
 
 
 def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
