@@ -91,7 +91,8 @@ def main():
     out["relearn"]["mrp_folded"] = relearn(h, rl_train, rl_held).to_json()
     stack.revert_all()
     level = out["after_task"][-1]["folded"]["forget_per_task"]
-    ga = gradient_unlearn(h, forget, config=GradientConfig(steps=60, lr=1e-5, stop_at=max(sum(level) / len(level), 0.002)))
+    stop_at = max(sum(level) / len(level), 0.002)
+    ga = gradient_unlearn(h, forget, config=GradientConfig(steps=60, lr=1e-5, stop_at=stop_at))
     stack.push(ga)
     out["ga"] = {"stats": ga.stats, "state": state(h, tasks, retain, others, unrelated, news)}
     out["relearn"]["ga"] = relearn(h, rl_train, rl_held).to_json()

@@ -28,7 +28,6 @@ from repedit.suites import FORMS, load_suite, load_text  # noqa: E402
 from repedit.verify.perplexity import perplexity  # noqa: E402
 from repedit.verify.recall import recall  # noqa: E402
 
-
 PROTECT = os.environ.get("ROCR_PROTECT", "1") == "1"
 
 
@@ -80,7 +79,8 @@ def main():
     t0 = time.perf_counter()
     rocr.edits(list(zip([f.subject for f in targets], invented)), stack)
     out["sequential_seconds"] = time.perf_counter() - t0
-    out["sequential"] = {"targets": measure(h, targets), "per_target": recall(h, targets, FORMS, progress=False).per_fact,
+    out["sequential"] = {"targets": measure(h, targets),
+                         "per_target": recall(h, targets, FORMS, progress=False).per_fact,
                          "neighbours": measure(h, neighbours, ("blank", "qa")),
                          "unrelated": measure(h, unrelated, ("blank", "qa")), "perplexity": perplexity(h, news)}
     stack.revert_all()
@@ -88,11 +88,14 @@ def main():
     name = "rocr_effect.json" if PROTECT else "rocr_effect_unprotected.json"
     (Path(__file__).parent / name).write_text(json.dumps(out, indent=1, default=str))
     b, s = out["before"], out["sequential"]
-    print(f"targets mean accuracy {b['targets']['mean_accuracy']:.2f} -> single {np.mean([r['after']['mean_accuracy'] for r in single]):.2f}"
+    print(f"targets mean accuracy {b['targets']['mean_accuracy']:.2f} -> single "
+          f"{np.mean([r['after']['mean_accuracy'] for r in single]):.2f}"
           f" -> sequential {s['targets']['mean_accuracy']:.2f}")
-    print(f"neighbours prob {b['neighbours']['mean_probability']:.3f} -> single {np.mean([r['neighbours'] for r in single]):.3f}"
+    print(f"neighbours prob {b['neighbours']['mean_probability']:.3f} -> single "
+          f"{np.mean([r['neighbours'] for r in single]):.3f}"
           f" -> sequential {s['neighbours']['mean_probability']:.3f}")
-    print(f"unrelated prob {b['unrelated']['mean_probability']:.3f} -> sequential {s['unrelated']['mean_probability']:.3f}")
+    print(f"unrelated prob {b['unrelated']['mean_probability']:.3f} -> sequential "
+          f"{s['unrelated']['mean_probability']:.3f}")
     print(f"perplexity {b['perplexity']:.2f} -> single {np.mean(ppl_single):.2f} -> sequential {s['perplexity']:.2f}")
     print(f"seconds per edit {np.mean([r['seconds'] for r in single]):.2f}; statistics {out['stats_seconds']:.1f}s")
 

@@ -21,12 +21,13 @@ def select_positions(acts: torch.Tensor, attention_mask: torch.Tensor, position:
     """
     if position is None:
         return acts
-    lengths = attention_mask.sum(dim=1)
-    starts = attention_mask.argmax(dim=1)  # first real token (0 for right padding)
-    idx = torch.where(torch.tensor(position) < 0, lengths + position, torch.tensor(position).expand_as(lengths))
+    mask = attention_mask.to(acts.device)          # a device_map split: the mask meets this layer's device
+    lengths = mask.sum(dim=1)
+    starts = mask.argmax(dim=1)  # first real token (0 for right padding)
+    idx = lengths + position if position < 0 else torch.full_like(lengths, position)
     if (idx < 0).any() or (idx >= lengths).any():
         raise InputError(f"position {position} is outside a row of length {int(lengths.min())}")
-    return acts[torch.arange(acts.shape[0]), starts + idx]
+    return acts[torch.arange(acts.shape[0], device=acts.device), starts + idx]
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def capture(handle, texts: Sequence[str], sites: Sequence[Site], *, batch_size: 
         for s in sites:
             full = res.acts[key_of(s)]
             if s.position is None:
-                out[s].extend(full[i, mask[i].bool()].clone() for i in range(full.shape[0]))
+                keep = mask.to(full.device).bool()
+                out[s].extend(full[i, keep[i]].clone() for i in range(full.shape[0]))
             else:
                 out[s].append(select_positions(full, mask, s.position))
     acts = {s: (v if s.position is None else torch.cat(v)) for s, v in out.items()}

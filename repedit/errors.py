@@ -50,3 +50,19 @@ class SuiteNotFoundError(ReprEditError, FileNotFoundError):
 
 class HookError(ReprEditError, RuntimeError):
     """Hooks could not be installed or a backend reported a mismatch."""
+
+
+class PresetNotFoundError(ReprEditError, KeyError):
+    """A model has no per-model preset (edit layers, signature depth, SAE); the message names the
+    command that builds one (`repedit presets build <model>`)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class SAEMismatchError(ReprEditError, ValueError):
+    """An SAE was trained on another model (or reads another width) than the one it is used with."""

@@ -71,8 +71,23 @@ def _edit_record(i: int, e: Edit) -> tuple[dict, dict[str, torch.Tensor]]:
 
 @torch.no_grad()
 def _logits(model, tokenizer, texts) -> list[torch.Tensor]:
-    """Logits of each text on its own (no padding, so the tokenizer needs no pad token)."""
-    return [model(**tokenizer(t, return_tensors="pt")).logits.float() for t in texts]
+    """Logits of each text on its own (no padding, so the tokenizer needs no pad token), as float32
+    on the CPU; the token ids go to the device of the model's embedding."""
+    dev = model.get_input_embeddings().weight.device
+    out = []
+    for t in texts:
+        ids = torch.tensor([tokenizer.encode(t)], dtype=torch.long, device=dev)
+        out.append(model(input_ids=ids).logits.float().cpu())
+    return out
+
+
+def _placement(model) -> dict:
+    """from_pretrained arguments that put a reloaded copy where `model` lives (same device_map)."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        return {"device_map": dict(device_map)}
+    device = next(model.parameters()).device
+    return {} if device.type == "cpu" else {"device_map": {"": str(device)}}
 
 
 def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bool = False,
@@ -112,8 +127,8 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
             save_file(tensors, str(tmp / "edits.safetensors"))
             save_file(originals, str(tmp / "originals.safetensors"))
         attn = getattr(handle.model.config, "_attn_implementation", None) or "eager"
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=next(handle.model.parameters()).dtype,
-                                                        attn_implementation=attn)   # like with like
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=handle.dtype, attn_implementation=attn,
+                                                        **_placement(handle.model))   # like with like
         reloaded.eval()
         tok = handle.tokenizer
         diff = max(float((a - b).abs().max()) for a, b in

@@ -11,28 +11,36 @@ Weights are saved in float16 to keep the shipped file small.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
 
 from .backends.base import get_backend
 from .capture import capture
-from .errors import ConfigError, InputError, ModelNotFoundError
+from .errors import ConfigError, InputError, ModelNotFoundError, SAEMismatchError
 from .models.cache import atomic_dir, cache_root
+from .models.presets import resolve_config
+from .models.registry import DEFAULT_MODEL
 from .sites import Point, Site
 from .suites import load_text
 
 
 @dataclass(frozen=True)
 class SAETrainConfig:
-    """What `repedit train-sae` trains (the shipped SAE's exact recipe is saved beside it)."""
+    """What `repedit train-sae` trains (the shipped SAE's exact recipe is saved beside it).
+    `layer` None = the model's preset (`train-sae.layer`: the middle layer; SmolLM2-135M 15)."""
 
-    model: str = "smollm2-135m"
-    layer: int = 15
+    PRESET_SECTION: ClassVar[str] = "train-sae"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("layer",)
+
+    model: str = DEFAULT_MODEL
+    layer: int | None = None
     point: str = "resid_post"
     d_sae: int = 2048
     k: int = 32
@@ -49,12 +57,14 @@ class SAETrainConfig:
             raise ConfigError("need 0 < k < d_sae")
         if self.n_tokens < self.batch_size:
             raise ConfigError("n_tokens must be at least one batch")
-        Site(self.layer, self.point)  # an unknown point raises SiteNotFoundError listing the valid ones
+        Site(self.layer if self.layer is not None else 0, self.point)  # an unknown point raises, listing valid ones
 
     @property
     def hook_name(self) -> str:
         from .backends.lens import hook_name
 
+        if self.layer is None:
+            raise ConfigError("SAETrainConfig.layer is None: resolve it first (repedit.models.presets.resolve_config)")
         return hook_name((self.layer, Point(self.point)))
 
 
@@ -116,6 +126,10 @@ def train(handle, cfg: SAETrainConfig, progress: bool = True):
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
+    if cfg.model != handle.id:
+        raise ConfigError(f"SAETrainConfig.model is {cfg.model!r} but the handle is {handle.id!r}; the SAE records "
+                          "the model it was trained on, so they must agree")
+    cfg = resolve_config(cfg, handle)                       # layer None: the model's preset
     t0 = time.perf_counter()
     acts = cached_activations(handle, cfg, progress)
     t_collect = time.perf_counter() - t0
@@ -144,6 +158,7 @@ def train(handle, cfg: SAETrainConfig, progress: bool = True):
     t1 = time.perf_counter()
     sae = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches()).fit()
     fold_input_scale(sae, scale)
+    sae.cfg.metadata.model_name, sae.cfg.metadata.hook_name = cfg.model, cfg.hook_name   # what it was trained on
     return sae, acts, {"collect_seconds": t_collect, "train_seconds": time.perf_counter() - t1, "input_scale": scale}
 
 
@@ -206,6 +221,8 @@ def ce_loss_recovered(handle, sae, layer: int, point: str, chunks: list[str], co
 def save(sae, out: Path, cfg: SAETrainConfig, quality: dict, timings: dict, force: bool = False) -> Path:
     """Write the SAE in sae-lens format (cfg.json + sae_weights.safetensors, float16) plus
     recipe.json (the config that trained it) and quality.json (measured on held-out text)."""
+    if cfg.layer is None:                                   # the layer `train` resolved from the preset
+        cfg = dataclasses.replace(cfg, layer=Site.parse(sae.cfg.metadata.hook_name).layer)
     with atomic_dir(Path(out), force=force) as tmp:
         sae16 = sae.to(torch.float16)
         sae16.cfg.dtype = "float16"
@@ -220,18 +237,53 @@ def save(sae, out: Path, cfg: SAETrainConfig, quality: dict, timings: dict, forc
     return Path(out)
 
 
-def load_sae(path_or_release: str | Path, sae_id: str | None = None):
-    """Load any sae-lens SAE from a directory (float32), or from the sae-lens registry when online."""
+def check_sae(sae, handle, *, name: str | None = None, check_model: bool = True) -> None:
+    """Refuse (`SAEMismatchError`) an SAE trained on another model than `handle` (its metadata's
+    model_name, when it has one, must equal `handle.id`) or reading another width (d_in ≠ d_model).
+    `check_model=False` skips the model-id check (e.g. the same weights loaded from a path)."""
+    cfg = getattr(sae, "cfg", None)
+    d_in = getattr(cfg, "d_in", None)
+    trained_on = getattr(getattr(cfg, "metadata", None), "model_name", None)
+    problems = []
+    if check_model and trained_on and trained_on != handle.id:
+        problems.append(f"it was trained on {trained_on!r}, not on {handle.id!r}")
+    if d_in is not None and int(d_in) != handle.d_model:
+        problems.append(f"it reads vectors of width d_in={int(d_in)}, but {handle.id!r} has d_model={handle.d_model}")
+    if problems:
+        raise SAEMismatchError(
+            f"SAE {name or '(in memory)'} does not fit model {handle.id!r}: {'; '.join(problems)}. Train one for this "
+            f"model with `repedit train-sae --model {handle.id} --layer <layer> --out saes/<name>`"
+            + (" (or pass check_model=False if this is the same model under another id)" if len(problems) == 1
+               and d_in is not None and int(d_in) == handle.d_model else ""))
+
+
+def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, handle=None, check_model: bool = True):
+    """Load any sae-lens SAE from a directory (float32), or from the sae-lens registry when online.
+    With `handle`, the SAE must have been trained on that model and read its width (`check_sae`)."""
     from sae_lens import SAE
 
     path = Path(path_or_release)
     if path.exists():
-        return SAE.load_from_disk(str(path), dtype="float32")
+        sae = SAE.load_from_disk(str(path), dtype="float32")
+        if handle is not None:
+            check_sae(sae, handle, name=str(path), check_model=check_model)
+        return sae
     if sae_id is None:
         raise ModelNotFoundError(f"no SAE directory at {str(path)!r}; pass a directory holding cfg.json, "
                                  "or a sae-lens release name with sae_id= (needs network)")
     try:
-        return SAE.from_pretrained(str(path_or_release), sae_id, dtype="float32")
+        sae = SAE.from_pretrained(str(path_or_release), sae_id, dtype="float32")
     except Exception as exc:  # offline, or unknown release
         raise ModelNotFoundError(f"cannot load SAE {path_or_release}/{sae_id} from the sae-lens registry "
                                  f"({exc.__class__.__name__}); offline, train one with `repedit train-sae`") from exc
+    if handle is not None:
+        check_sae(sae, handle, name=f"{path_or_release}/{sae_id}", check_model=check_model)
+    return sae
+
+
+def sae_on(sae, device: torch.device | str):
+    """The SAE on `device` (moved in place once; a no-op when it is already there). Its weights stay
+    in their own precision (float32 as loaded); callers cast activations with `.to(sae.W_dec.dtype)`."""
+    if sae.W_dec.device != torch.device(device):
+        sae.to(device)
+    return sae

@@ -81,7 +81,8 @@ class Site:
         """Parse ``"resid_post.12"``, ``"12.resid_post"`` or a TransformerLens name
         (``"blocks.12.hook_resid_post"``, ``"blocks.3.mlp.hook_post"``)."""
         text = text.strip()
-        m = re.fullmatch(r"blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp\.hook_post)", text)
+        m = re.fullmatch(r"blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp\.hook_post)",
+                         text)
         if m:
             tl = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_attn_out": "attn_out",
                   "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_hidden"}

@@ -41,20 +41,21 @@ class Moments:
 class MomentFitter:
     """Accumulates Σx and Σxxᵀ over batches of rows."""
 
-    def __init__(self, dim: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, dim: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        """`dtype`: of the fitted moments; sums are float64 on `device` (rows are moved there)."""
         if not isinstance(dim, int) or dim <= 0:
             raise InputError(f"dim must be a positive int, got {dim!r}")
         self.dim = dim
         self.dtype = dtype
         self.n = 0
-        self._sum = torch.zeros(dim, dtype=torch.float64)
-        self._outer = torch.zeros(dim, dim, dtype=torch.float64)
+        self._sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        self._outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
 
     def update(self, x: torch.Tensor) -> MomentFitter:
         """Add rows x [n, d] (any leading shape is flattened)."""
         if x.shape[-1] != self.dim:
             raise InputError(f"expected rows of dimension {self.dim}, got shape {tuple(x.shape)}")
-        x = x.reshape(-1, self.dim).to(torch.float64)
+        x = x.reshape(-1, self.dim).to(self._sum.device, torch.float64)
         if not torch.isfinite(x).all():
             raise InputError("update() got non-finite values; filter them before fitting")
         self.n += x.shape[0]
@@ -67,8 +68,8 @@ class MomentFitter:
         if other.dim != self.dim:
             raise InputError(f"cannot merge fitters of dimension {self.dim} and {other.dim}")
         self.n += other.n
-        self._sum += other._sum
-        self._outer += other._outer
+        self._sum += other._sum.to(self._sum.device)
+        self._outer += other._outer.to(self._outer.device)
         return self
 
     def fit(self) -> Moments:
@@ -78,7 +79,8 @@ class MomentFitter:
         return Moments(n=self.n, mean=mean.to(self.dtype), second_moment=(self._outer / self.n).to(self.dtype))
 
     def save(self, path: str | Path) -> None:
-        save_file({"sum": self._sum, "outer": self._outer, "n": torch.tensor([self.n], dtype=torch.int64)},
+        save_file({"sum": self._sum.cpu(), "outer": self._outer.cpu(),
+                   "n": torch.tensor([self.n], dtype=torch.int64, device="cpu")},
                   str(path), metadata={"kind": "repedit.MomentFitter", "dim": str(self.dim)})
 
     @classmethod

@@ -13,7 +13,7 @@ import torch
 from .errors import InputError
 from .models.handle import pad_rows
 from .suites import Fact
-from .verify.recall import answer_ids, prompt_ids, span_logprobs
+from .text import answer_ids, prompt_ids, span_logprobs
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def fact_batch(handle, facts: Sequence[Fact], form: str = "blank") -> FactBatch:
     specs = [f.forms[form] for f in facts]
     prompts = [prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
     answers = [answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
-    rows = pad_rows([p + a for p, a in zip(prompts, answers)], handle.pad_id)
+    rows = pad_rows([p + a for p, a in zip(prompts, answers)], handle.pad_id, device=handle.input_device)
     return FactBatch(rows["input_ids"], rows["attention_mask"], prompts, answers)
 
 
@@ -55,8 +55,10 @@ def text_batch(handle, texts: Sequence[str], max_length: int = 128) -> dict[str,
 
 
 def lm_loss(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy, computed in float32 (half-precision logits are upcast first)."""
     logits = handle.forward(batch["input_ids"], batch["attention_mask"])[:, :-1].float()
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+    labels = batch["labels"][:, 1:].to(logits.device)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                              ignore_index=-100)
 
 
@@ -83,30 +85,85 @@ def residual_after(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 @dataclass(frozen=True)
 class Trainable:
-    params: dict[str, torch.nn.Parameter]      # the live tensors being trained
-    originals: dict[str, torch.Tensor]         # their values on entry
+    """The tensors being trained. The optimiser updates `masters`: float32 leaves — the live parameter
+    itself when it is already float32 or wider, else a float32 copy whose gradient is the live
+    parameter's (moved over as it accumulates) and whose value is written back into the live
+    half-precision parameter after every step (`optimizer()` wires both). Updates smaller than the half
+    precision's spacing (Adam at lr 1e-5 on a bf16 weight) so accumulate instead of rounding away."""
+
+    params: dict[str, torch.nn.Parameter]      # the live tensors the model computes with
+    originals: dict[str, torch.Tensor]         # their values on entry (the live dtype)
+    masters: dict[str, torch.Tensor]           # float32 leaves the optimiser updates
+
+    def optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """Adam over the masters; after each `step()` the live parameters take the masters' values."""
+        opt = torch.optim.Adam(list(self.masters.values()), lr=lr)
+        opt.register_step_post_hook(lambda *_: self.sync())
+        return opt
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Write each float32 master into its live parameter (one cast to the parameter's dtype)."""
+        for n, p in self.params.items():
+            if self.masters[n] is not p:
+                p.copy_(self.masters[n])
 
     def changes(self) -> dict[str, torch.Tensor]:
-        return {n: (p.detach() - self.originals[n]).clone() for n, p in self.params.items()}
+        """master − original per parameter, in float32 (the intended change, not its half-precision rounding)."""
+        return {n: m.detach().float() - self.originals[n].float() for n, m in self.masters.items()}
+
+    @torch.no_grad()
+    def rounded_away(self) -> float:
+        """Largest share, over the parameters, of the change's norm that the live dtype cannot hold:
+        ‖live − master‖ / ‖master − original‖ (0 for float32 parameters). Merging `changes()` into the
+        half-precision model loses this much (the live model trained and measured is that merge)."""
+        worst = 0.0
+        for n, p in self.params.items():
+            m = self.masters[n]
+            change = float((m - self.originals[n].float()).norm()) if m is not p else 0.0
+            if change > 0:
+                worst = max(worst, float((p.float() - m).norm()) / change)
+        return worst
+
+
+def _full_precision(p: torch.Tensor) -> bool:
+    return not p.is_floating_point() or torch.finfo(p.dtype).bits >= 32
 
 
 @contextmanager
 def training_only(handle, names: Sequence[str] = ()) -> Iterator[Trainable]:
-    """Freeze every parameter except `names`; on exit restore the exact original values of those
-    parameters and every requires_grad flag, also on exceptions."""
+    """Freeze every parameter except `names`; on exit restore the exact original values (and .grad) of
+    those parameters and every requires_grad flag, also on exceptions. Half-precision parameters train
+    through float32 masters (see `Trainable`); build the optimiser with `trainable.optimizer(lr)`."""
     params = dict(handle.model.named_parameters())
     unknown = [n for n in names if n not in params]
     if unknown:
         raise InputError(f"no parameters {unknown[:3]} in {handle.id}")
     flags = {n: p.requires_grad for n, p in params.items()}
     saved = {n: params[n].detach().clone() for n in names}
+    grads = {n: params[n].grad for n in names}
+    masters = {n: params[n] if _full_precision(params[n]) else params[n].detach().float().requires_grad_(True)
+               for n in names}
+    hooks = []
+
+    def move_grad(p: torch.Tensor, m: torch.Tensor) -> None:       # live half-precision grad → float32 master
+        g = p.grad.float()
+        m.grad = g if m.grad is None else m.grad + g
+        p.grad = None
+
     try:
         for n, p in params.items():
             p.requires_grad_(n in saved)
-        yield Trainable({n: params[n] for n in names}, saved)
+        for n, m in masters.items():
+            if m is not params[n]:
+                hooks.append(params[n].register_post_accumulate_grad_hook(lambda p, m=m: move_grad(p, m)))
+        yield Trainable({n: params[n] for n in names}, saved, masters)
     finally:
+        for h in hooks:
+            h.remove()
         with torch.no_grad():
             for n, v in saved.items():
                 params[n].copy_(v)
+                params[n].grad = grads[n]
         for n, p in params.items():
             p.requires_grad_(flags[n])

@@ -46,3 +46,39 @@ def tiny_dirs(tmp_path_factory, smol):
 
     root = tmp_path_factory.mktemp("tiny")
     return {arch: save_tiny(arch, root / arch, smol.tokenizer) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def device_rule():
+    """Every test runs under the device trap: a tensor factory called from repedit code without
+    `device=` fails the test at that line (a CPU-only machine would otherwise hide it; see
+    repedit.devicecheck). REPEDIT_DEVICE_TRAP=record collects them into device-trap.txt instead."""
+    from repedit.devicecheck import factory_trap
+
+    record = os.environ.get("REPEDIT_DEVICE_TRAP") == "record"
+    with factory_trap(strict=not record) as trap:
+        yield trap
+    if record:
+        Path("device-trap.txt").write_text("".join(f"{k} {v}\n" for k, v in sorted(trap.found.items())))
+
+
+@pytest.fixture(scope="session")
+def model_in(request):
+    """model_in(dtype, untied=False): the default model loaded in `dtype` (one handle per combination;
+    float32 reuses the `smol` / `untied` handles)."""
+    import repedit
+    from repedit.edits.fold import untie_embeddings
+
+    handles = {}
+
+    def get(dtype: torch.dtype, untied: bool = False):
+        if dtype == torch.float32:
+            return request.getfixturevalue("untied" if untied else "smol")
+        if (dtype, untied) not in handles:
+            h = repedit.load("smollm2-135m", dtype=dtype)
+            if untied:
+                assert untie_embeddings(h) is True
+            handles[(dtype, untied)] = h
+        return handles[(dtype, untied)]
+
+    return get

@@ -70,7 +70,7 @@ def test_relearning_brings_back_ga_forgotten_facts_and_restores_weights(smol):
 
 def test_rmu_misdirects_forget_activations_more_than_retained_ones(smol):
     from repedit.baselines.rmu import RMUConfig, rmu_unlearn
-    from repedit.training import residual_after, fact_batch
+    from repedit.training import fact_batch, residual_after
 
     forget, retain = _caps("France", "Japan"), _caps("Germany", "Italy", "Spain")
     w0 = _weights(smol)

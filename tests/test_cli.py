@@ -52,3 +52,38 @@ def test_edit_sae_align_exports_and_reports_knownness(tmp_path):
     assert manifest["edits"][0]["method"] == "sae-align" and manifest["edits"][0]["config"]["steps"] == 2
     bad = run("edit", "sae-align", "--target", "Frnace")
     assert bad.returncode == 2 and "France" in bad.stdout
+
+
+def test_every_registered_method_has_an_edit_command_with_every_config_field():
+    import re
+
+    from typer.testing import CliRunner
+
+    from repedit.cli import app
+    from repedit.recipes.methods import METHODS
+    from repedit.recipes.single import settable_fields
+
+    runner = CliRunner()
+    for name in METHODS:
+        res = runner.invoke(app, ["edit", name, "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+        assert res.exit_code == 0, res.output
+        missing = [f for f in settable_fields(name)
+                   if not re.search(rf"(?<![\w-])--{f.replace('_', '-')}(?![\w-])", res.output)]
+        assert not missing, f"repedit edit {name} lacks options for {missing}"
+
+
+def test_edit_options_reach_the_built_edits_config():
+    out = run("edit", "rocr", "--target", "France", "--redirect-to", "the Republic of Zembla", "--suite", "capitals",
+              "--stats-tokens", "6000", "--layers", "4,5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    config = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("config "))[len("config "):])
+    assert config["stats_tokens"] == 6000 and config["layers"] == [4, 5]
+
+
+def test_registry_driven_edit_command_builds_the_method():
+    out = run("edit", "leace", "--forget", "France", "--retain", "4", "--depth", "3", "--forms", "blank")
+    assert out.returncode == 0, out.stdout + out.stderr
+    config = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("config "))[len("config "):])
+    assert config["depth"] == 3 and config["forms"] == ["blank"] and "capital/France" in out.stdout
+    bad = run("edit", "leace", "--forget", "Frnace")
+    assert bad.returncode == 2 and "France" in bad.stdout

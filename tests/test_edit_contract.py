@@ -1,29 +1,107 @@
-"""The shared contract every edit method passes (on the real default model)."""
+"""The shared contract every edit method passes, on the real default model, in every dtype.
+
+The cases come from the method registry (`repedit.recipes.methods.METHODS`: recipes, `compare`, the
+CLI and this test read the same table) plus the ablations, each × {float32, bfloat16, float16}:
+apply/revert bit-exact, rank as claimed (exactly in float32; in half precision the applied change
+equals the claimed-rank change up to half a unit in the last place of each written value), merged ==
+hook form within the dtype's tolerance, failed edits leave the bytes identical, export reloads in
+plain transformers and reproduces the edited logits, the manifest carries every config field.
+"""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from repedit.edits import EditError, EditStack, LowRankDelta, applied
 from repedit.edits.ablate import neuron_edit, value_vector_edit
+from repedit.edits.base import compute_dtype
 from repedit.edits.hooks import hooked
-from repedit.baselines.gradient import GradientConfig, gradient_unlearn
-from repedit.edits.fold import fold_projection
-from repedit.edits.mrp import MRP, MRPConfig
-from repedit.edits.pga import pga
-from repedit.edits.pga_trained import TrainedPGAConfig, trained_pga
-from repedit.edits.rocr import ROCR, ROCRConfig
 from repedit.export import ExportError, export, load_edits, read_manifest, revert
 from repedit.locate.causal import neuron_writes
+from repedit.recipes.methods import METHODS, Context, method_config
 from repedit.suites import load_suite
-from repedit.verify.features import CONTEXTS
-from repedit.verify.pools import load_pool, screened
-from roundtrip import assert_export_roundtrip
 
 TEXTS = ["The capital of France is", "Paris is a city in", "The chemical symbol of gold is"]
-ROCR_TEST_CONFIG = ROCRConfig(stats_tokens=6_000)
+SAE = str(Path(__file__).resolve().parents[1] / "saes" / "smollm2-135m-L15-topk")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Tiny settings per registered method (the contract checks mechanics, not effect). Trained methods take a
+# larger step in half precision so that three steps stand clear of bf16/fp16 spacing (PrecisionError otherwise).
+TINY = {
+    "rocr": {"stats_tokens": 6_000},
+    "mrp": {"layer": 6, "steps": 3},
+    "sae-align": {"steps": 3, "lr": 3e-2, "forms": ["blank"], "n_reference": 6, "n_retain": 4, "lm_texts": 2,
+                  "lm_batch": 1},
+    "pga": {"depth": 6},
+    "md-pga": {"depth": 6, "k": 2},
+    "adversarial-pga": {"depth": 6, "max_rounds": 2},
+    "pga-trained": {"depth": 6, "steps": 3, "lr": 2e-2, "refit_every": 2, "n_contexts": 2, "batch_pairs": 6,
+                    "clean_texts": 2},
+    "ga": {"layers": [20, 21], "steps": 3, "lr": 1e-4, "stop_at": 0.0},
+    "npo": {"layers": [20, 21], "steps": 3, "lr": 1e-4, "stop_at": 0.0},
+    "rmu": {"layer": 6, "steps": 2, "lr": 1e-4, "stop_at": 0.0, "retain_texts": 2},
+    "leace": {"depth": 6},
+    "leace-pool": {"depth": 6},
+}
+HALF_LR = {"ga": 1e-3, "npo": 1e-3, "rmu": 1e-3}
+ABLATIONS = {
+    "value-vector-zero": lambda h: value_vector_edit(h, 29, [1321, 697]),
+    "value-vector-noise": lambda h: value_vector_edit(h, 29, [1321], mode="noise", noise_std=0.5),
+    "neuron-suppress": lambda h: neuron_edit(h, {21: [522], 29: [1285]}, factor=0.0),
+    "neuron-amplify": lambda h: neuron_edit(h, {21: [522]}, factor=2.0),
+}
+HOOK_ATOL = 2e-4            # float32: merged and hook forms differ by float32 arithmetic only
+CASES = sorted(METHODS) + sorted(ABLATIONS)
+
+
+def test_every_registered_method_has_a_contract_case():
+    assert set(TINY) == set(METHODS), f"add tiny settings for {set(METHODS) - set(TINY)} to TINY"
+
+
+def _capitals(*subjects):
+    caps = {f.subject: f for f in load_suite("capitals")}
+    return [caps[s] for s in subjects]
+
+
+_POOLS: dict = {}
+
+
+def _pool(h):
+    from repedit.suites.pools import load_pool, screened
+
+    key = (h.id, h.dtype)
+    if key not in _POOLS:
+        _POOLS[key] = screened(h, load_pool("natural"))[0]
+    return _POOLS[key]
+
+
+def build(name: str, h):
+    if name in ABLATIONS:
+        return ABLATIONS[name](h), None
+    spec = METHODS[name]
+    values = dict(TINY[name])
+    if h.dtype != torch.float32 and name in HALF_LR:
+        values["lr"] = HALF_LR[name]
+    cfg = method_config(name, values)
+    if spec.targets == "pool":
+        ctx = Context(h, pool=_pool(h), contexts=3)
+    else:
+        ctx = Context(h, forget=_capitals("France"), retain=_capitals("Germany", "Italy", "Spain"),
+                      known=["Japan", "Germany", "Italy", "Russia", "China", "Mexico", "Spain"], sae=SAE)
+    (edit,) = spec.build(ctx, cfg)
+    return edit, cfg
+
+
+@pytest.fixture(scope="module", params=[(c, d) for d in DTYPES for c in CASES], ids=lambda p: f"{p[0]}-{p[1]}")
+def made(request, model_in):
+    name, dtype = request.param
+    needs_untied = name in METHODS and METHODS[name].needs_untied
+    h = model_in(DTYPES[dtype], untied=needs_untied)
+    edit, cfg = build(name, h)
+    return name, dtype, edit, cfg, h
 
 
 def _weights(h):
@@ -32,120 +110,56 @@ def _weights(h):
 
 def _logits(h):
     batch = h.encode(TEXTS)
-    return h.logits(batch["input_ids"], batch["attention_mask"])
+    return h.logits(batch["input_ids"], batch["attention_mask"]).float()
 
 
 def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _capitals(*subjects):
-    caps = {f.subject: f for f in load_suite("capitals")}
-    return [caps[s] for s in subjects]
-
-
-def _mrp_folded(h):
-    mrp = MRP(h, MRPConfig(layer=6, steps=3))
-    return fold_projection(h, mrp.task(_capitals("France", "Japan"), _capitals("Germany", "Italy", "Spain")))
-
-
-def _pga_folded(h):
-    pool, _ = screened(h, load_pool("natural"))
-    return fold_projection(h, pga(h, pool, depth=6, contexts=CONTEXTS[:3]))
-
-
-def _pga_trained(h):
-    pool, _ = screened(h, load_pool("natural"))
-    # lr large enough that the rank-one change stands well above float32 rounding of W (rank test, rtol 1e-6)
-    cfg = TrainedPGAConfig(depth=6, steps=3, lr=2e-2, refit_every=2, n_contexts=2, batch_pairs=6, clean_texts=2)
-    return trained_pga(h, pool, cfg, progress=False)
-
-
-def _ga(h):
-    cfg = GradientConfig(layers=(20, 21), steps=3, lr=1e-4, stop_at=0.0)
-    return gradient_unlearn(h, _capitals("France", "Japan"), config=cfg)
-
-
-def _sae_align(h):
-    from pathlib import Path
-
-    from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align, unknown_entities
-    from repedit.saes import load_sae
-
-    sae = load_sae(Path(__file__).resolve().parents[1] / "saes" / "smollm2-135m-L15-topk")
-    cfg = SAEAlignConfig(steps=3, lr=3e-2, frames=FRAMES[:2], forms=("blank",), n_reference=6, n_retain=4,
-                         lm_texts=2, lm_batch=1)
-    known = ["Japan", "Germany", "Italy", "Russia", "China", "Mexico", "Spain"]
-    return sae_align(h, sae, _capitals("France")[0], known, unknown_entities()[:6], config=cfg)
-
-
-def _rmu(h):
-    from repedit.baselines.rmu import RMUConfig, rmu_unlearn
-
-    cfg = RMUConfig(layer=6, steps=2, lr=1e-4, stop_at=0.0, retain_texts=2)
-    return rmu_unlearn(h, _capitals("France", "Japan"), _capitals("Germany"), cfg)
-
-
-def _leace_folded(h):
-    from repedit.baselines.leace import leace_facts
-
-    return fold_projection(h, leace_facts(h, _capitals("France", "Japan"), _capitals("Germany", "Italy"), depth=6))
-
-
-# name -> (builder, needs untied input/output embeddings)
-METHODS = {
-    "value-vector-zero": (lambda h: value_vector_edit(h, 29, [1321, 697]), False),
-    "value-vector-noise": (lambda h: value_vector_edit(h, 29, [1321], mode="noise", noise_std=0.5), False),
-    "neuron-suppress": (lambda h: neuron_edit(h, {21: [522], 29: [1285]}, factor=0.0), False),
-    "neuron-amplify": (lambda h: neuron_edit(h, {21: [522]}, factor=2.0), False),
-    "rocr": (lambda h: ROCR(h, ROCR_TEST_CONFIG).edit("France", "the Republic of Talathia", remember=False), False),
-    "mrp-folded": (_mrp_folded, True),
-    "pga-folded": (_pga_folded, True),
-    "pga-trained": (_pga_trained, False),
-    "ga": (_ga, False),
-    "sae-align": (_sae_align, False),
-    "rmu": (_rmu, False),
-    "leace-folded": (_leace_folded, True),
-}
-
-
-@pytest.fixture(scope="module", params=sorted(METHODS))
-def made(request, smol):
-    build, needs_untied = METHODS[request.param]
-    h = request.getfixturevalue("untied") if needs_untied else smol
-    return request.param, build(h), h
-
-
-def test_apply_changes_logits_and_revert_is_bit_exact(made, tmp_path):
-    _name, edit, h = made
+def test_apply_changes_logits_and_revert_is_bit_exact(made):
+    _name, _dtype, edit, _cfg, h = made
     w0, l0 = _weights(h), _logits(h)
     stack = EditStack(h)
     entry = stack.push(edit)
     assert (_logits(h) - l0).abs().max() > 1e-4
     assert set(entry.sha_before) == set(edit.params) and entry.sha_before != entry.sha_after
-    (back,) = assert_export_roundtrip(h, stack, tmp_path / "out", TEXTS, w0)   # plain transformers, eager
-    assert back.params == edit.params
+    assert all(0 <= r <= 0.5 for r in entry.rounded.values())
     stack.pop()
     assert _same(_weights(h), w0) and torch.equal(_logits(h), l0)
 
 
+def _half_ulp_bound(value: torch.Tensor) -> torch.Tensor:
+    """Largest rounding error of writing a float32 result into `value`'s dtype, per element (+ float32's)."""
+    fi = torch.finfo(value.dtype)
+    mag = value.double().abs()
+    return mag * (fi.eps / 2 + 2.0 ** -23) * 1.01 + fi.tiny * fi.eps
+
+
 def test_rank_is_what_it_claims(made):
-    _name, edit, h = made
-    before = {n: p.detach().double().clone() for n, p in h.model.named_parameters() if n in edit.params}
+    _name, dtype, edit, _cfg, h = made
+    before = {n: p.detach().clone() for n, p in h.model.named_parameters() if n in edit.params}
     with applied(h, edit):
-        after = {n: p.detach().double().clone() for n, p in h.model.named_parameters() if n in edit.params}
+        after = {n: p.detach().clone() for n, p in h.model.named_parameters() if n in edit.params}
     for d in edit.deltas:
-        diff = after[d.param] - before[d.param]
-        assert int(torch.linalg.matrix_rank(diff, rtol=1e-6)) == d.rank == edit.rank[d.param]
+        diff = after[d.param].double() - before[d.param].double()
+        if dtype == "float32":
+            assert int(torch.linalg.matrix_rank(diff, rtol=1e-6)) == d.rank == edit.rank[d.param]
+            continue
+        intended = d.change(before[d.param]).double()                  # float32 maths, the claimed-rank change
+        assert compute_dtype(before[d.param]) == torch.float32
+        if intended.ndim == 2:
+            assert int(torch.linalg.matrix_rank(intended, rtol=1e-5)) == d.rank == edit.rank[d.param]
+        assert ((diff - intended).abs() <= _half_ulp_bound(after[d.param])).all(), d.param
 
 
 def test_merge_equals_hook_form(made):
-    name, edit, h = made
+    name, dtype, edit, _cfg, h = made
     with applied(h, edit):
         merged = _logits(h)
     with hooked(h, edit):
         hook = _logits(h)
-    torch.testing.assert_close(hook, merged, atol=2e-4, rtol=1e-4)
+    assert_same_model(hook, merged, dtype)
     if name.startswith("neuron"):        # and the locator's activation hook gives the same model
         from repedit.backends.base import get_backend
 
@@ -155,13 +169,29 @@ def test_merge_equals_hook_form(made):
             writes.update(neuron_writes(int(layer), units, factor))
         batch = h.encode(TEXTS)
         acts = get_backend(h, "torch").run(batch["input_ids"], batch["attention_mask"], writes=writes).logits
-        torch.testing.assert_close(acts, merged, atol=2e-4, rtol=1e-4)
+        assert_same_model(acts.float(), merged, dtype)
+
+
+def assert_same_model(a: torch.Tensor, b: torch.Tensor, dtype: str) -> None:
+    """Logits of two forms of one model agree within the dtype's tolerance. float32: 2e-4 absolute.
+    Half precision: the merged form rounds each written weight once more than the hook form, which the
+    30 layers carry to the logits as noise of a few units in the last place of the logits' magnitude;
+    bounded here by 32 ulps (max) and 2 ulps (mean) at the logits' scale; top tokens agree within that."""
+    if dtype == "float32":
+        torch.testing.assert_close(a, b, atol=HOOK_ATOL, rtol=1e-4)
+        return
+    eps, scale = torch.finfo(DTYPES[dtype]).eps, float(b.abs().max())
+    diff = (a - b).abs()
+    assert float(diff.max()) <= 32 * eps * scale, (float(diff.max()), scale)
+    assert float(diff.mean()) <= 2 * eps * float(b.abs().mean()), (float(diff.mean()), float(b.abs().mean()))
+    tol = 32 * eps * scale                      # a's top token is (within tolerance) b's top token too
+    assert (b.gather(-1, a.argmax(-1, keepdim=True))[..., 0] >= b.max(-1).values - tol).all()
 
 
 def _with_last(edit, fn):
     """The edit with fn applied to the first factor of its last delta."""
     bad = edit.deltas[-1]
-    field_name = "u" if isinstance(bad, LowRankDelta) else "d"
+    field_name = "u" if isinstance(bad, LowRankDelta) else "d" if hasattr(bad, "d") else "q"
     changed = dataclasses.replace(bad, **{field_name: fn(getattr(bad, field_name).clone())})
     return dataclasses.replace(edit, deltas=edit.deltas[:-1] + (changed,))
 
@@ -172,7 +202,7 @@ def _nan_first(t):
 
 
 def test_non_finite_and_mismatched_edits_leave_weights_identical(made):
-    _name, edit, h = made
+    _name, _dtype, edit, _cfg, h = made
     w0 = _weights(h)
     stack = EditStack(h)
     with pytest.raises(EditError, match="non-finite"):
@@ -188,7 +218,7 @@ def test_non_finite_and_mismatched_edits_leave_weights_identical(made):
 def test_export_reloads_in_plain_transformers_and_reverts(made, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    name, edit, h = made
+    name, dtype, edit, cfg, h = made
     w0 = _weights(h)
     stack = EditStack(h)
     stack.push(edit)
@@ -197,14 +227,20 @@ def test_export_reloads_in_plain_transformers_and_reverts(made, tmp_path):
     stack.pop()
     assert res.max_logit_diff <= 1e-5 and not list(tmp_path.glob(".out.tmp*"))
     batch = h.encode(TEXTS)
-    # eager is checked in the push/revert test; a plain from_pretrained picks sdpa, which differs by attention arithmetic
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
+    assert next(plain.parameters()).dtype == DTYPES[dtype]             # saved and reloaded in its own dtype
     with torch.no_grad():
-        got = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    torch.testing.assert_close(got, edited, atol=1e-3, rtol=0)
+        got = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    torch.testing.assert_close(got, edited, atol=1e-5, rtol=0)
     man = read_manifest(tmp_path / "out")
-    assert man["edits"][0]["method"] == edit.method and set(man["tensors"]) == set(edit.params)
-    assert all(d["rank"] == edit.rank[d["param"]] for d in man["edits"][0]["deltas"])
+    rec = man["edits"][0]
+    assert rec["method"] == edit.method and set(man["tensors"]) == set(edit.params)
+    assert all(man["tensors"][p]["dtype"] == dtype for p in edit.params)
+    assert all(d["rank"] == edit.rank[d["param"]] for d in rec["deltas"])
+    if cfg is not None:                                                 # the full config: class and every field
+        assert rec["config"]["class"] == type(cfg).__name__
+        fields = {f.name for f in dataclasses.fields(cfg)} - {"objective"}
+        assert fields <= set(rec["config"]), fields - set(rec["config"])
     # re-applying the stored deltas to the original weights reproduces the export byte for byte
     (again,) = load_edits(tmp_path / "out")
     with applied(h, again):

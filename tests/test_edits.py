@@ -77,7 +77,7 @@ def test_rocr_forgets_target_keeps_neighbours_and_sequential_edits_hold(smol):
     kept = answer_logprobs(smol, neighbours, FORMS).exp()
     assert float((kept / base_n).mean()) > 0.75
     # null-space protection: keys of general text are (almost) unchanged by the edit
-    P = rocr.projectors[CFG.layers[0]]
+    P = rocr.projectors[rocr.config.layers[0]]          # layers from the smollm2-135m preset
     d = first.deltas[0]
     assert torch.allclose(d.v[:, 0], P @ d.v[:, 0], atol=1e-5)
     stack.revert_all()
@@ -127,7 +127,7 @@ def test_rocr_protected_concepts_move_less(smol):
     base = answer_logprobs(smol, italy, FORMS)
     plain = ROCR(smol, CFG).edit("France", "the Republic of Talathia")
     guarded = ROCR(smol, CFG, protect=["Italy", "Spain"])
-    assert guarded.stats_seconds == 0.0 and len(guarded.prior_keys[CFG.layers[0]]) == 2
+    assert guarded.stats_seconds == 0.0 and len(guarded.prior_keys[guarded.config.layers[0]]) == 2
     protected = guarded.edit("France", "the Republic of Talathia")
     stack = EditStack(smol)
     with stack.temporarily(plain):

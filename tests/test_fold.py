@@ -7,8 +7,8 @@ from repedit.edits import EditError, EditStack
 from repedit.edits.fold import fold_projection, untie_embeddings
 from repedit.edits.pga import ProbeProjection, pga
 from repedit.export import export
-from repedit.verify.features import CONTEXTS, pool_features
-from repedit.verify.pools import load_pool, screened
+from repedit.pool_features import CONTEXTS, pool_features
+from repedit.suites.pools import load_pool, screened
 from repedit.verify.signature import depth_curve
 
 DEPTH = 18

@@ -5,8 +5,8 @@ import torch
 
 from repedit.edits.pga import adversarial_pga, pga, refit_loo
 from repedit.errors import InputError
-from repedit.verify.features import pool_features
-from repedit.verify.pools import toy_pool
+from repedit.pool_features import pool_features
+from repedit.suites.pools import toy_pool
 from repedit.verify.signature import depth_curve
 
 

@@ -7,10 +7,10 @@ import torch
 from repedit.edits import EditStack
 from repedit.edits.pga_trained import TrainedPGAConfig, trained_pga
 from repedit.errors import ConfigError, InputError
+from repedit.pool_features import CONTEXTS, pool_features
 from repedit.suites import load_text
-from repedit.verify.features import CONTEXTS, pool_features
+from repedit.suites.pools import load_pool, screened, toy_pool
 from repedit.verify.perplexity import perplexity
-from repedit.verify.pools import load_pool, screened, toy_pool
 from repedit.verify.signature import depth_curve
 
 DEPTH = 7           # an early depth with a clear signature on SmolLM2 (True-LOO 0.71, gap +0.21): cheap to train

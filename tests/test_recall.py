@@ -71,8 +71,8 @@ def test_recall_probability_is_recall_without_the_generations(smol, capitals_rec
 
 def test_residual_knownness_probe_tells_known_from_invented_entities(smol, capitals_recall):
     """Fitted without an SAE (residual at the middle layer), on entities it never saw."""
-    from repedit.edits.sae_align import unknown_entities
     from repedit.sites import Site
+    from repedit.suites import unknown_entities
     from repedit.verify.sae_codes import fit_knownness
 
     known = [f["id"] for f in capitals_recall.per_fact if f["blank"]["correct"]]

@@ -142,7 +142,7 @@ def test_the_time_ratio_is_to_the_fastest_baseline_reaching_the_level():
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_compare_builds_a_valid_recipe_of_every_fact_method(quick):
-    from repedit.recipes.cli import FACT_METHODS, compare_recipe
+    from repedit.recipes.compare import FACT_METHODS, compare_recipe
 
     text = compare_recipe(["France", "Japan"], list(FACT_METHODS), name="compare", relearn_steps=4, trace_prompts=10,
                           sae="saes/smollm2-135m-L15-topk", quick=quick, seed=3)

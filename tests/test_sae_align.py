@@ -7,11 +7,12 @@ import torch
 
 from repedit.edits import EditStack, applied
 from repedit.edits.hooks import hooked
-from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align, unknown_entities
+from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align
 from repedit.errors import ConfigError, InputError
 from repedit.locate.sae_features import encode_texts, sae_site
+from repedit.models.presets import resolve_config
 from repedit.saes import load_sae
-from repedit.suites import load_suite
+from repedit.suites import load_suite, unknown_entities
 from repedit.verify.recall import answer_logprobs
 from repedit.verify.sae_codes import fit_knownness
 from roundtrip import assert_export_roundtrip
@@ -23,6 +24,7 @@ KNOWN = ("Japan", "Germany", "Italy", "Russia", "China", "Mexico", "Spain", "Can
          "Thailand", "United Kingdom", "South Korea", "Kenya", "Uganda", "Sudan", "Malaysia", "Chile", "Cuba", "Greece")
 FAST = SAEAlignConfig(steps=15, lr=3e-2, frames=FRAMES[:4], forms=("blank", "qa", "adversarial"), n_reference=12,
                       n_retain=8, lm_texts=4, lm_batch=1)          # ~40 s of training on one CPU core
+LAYERS = resolve_config(FAST, "smollm2-135m").layers    # edited layers: the preset's (8, 12, 13, 14)
 FORMS = ("qa", "blank", "paraphrase", "adversarial")
 TEXTS = ["The capital of France is", "Paris is a city in", "The chemical symbol of gold is"]
 
@@ -80,7 +82,7 @@ def test_target_reads_unknown_and_loses_recall_neighbours_kept(smol, made):
 def test_training_writes_no_weight_and_the_edit_is_what_it_claims(smol, made):
     edit = made["edit"]
     assert made["untouched"] and _same(_weights(smol), made["w0"])
-    assert edit.method == "sae-align" and edit.params == [f"model.layers.{l}.mlp.down_proj.weight" for l in FAST.layers]
+    assert edit.method == "sae-align" and edit.params == [f"model.layers.{l}.mlp.down_proj.weight" for l in LAYERS]
     assert edit.config["rank"] == FAST.rank and edit.config["steps"] == FAST.steps
     st = edit.stats
     assert st["steps"] == FAST.steps and "objective" in st and st["seconds"] > 0
@@ -100,7 +102,7 @@ def test_push_export_revert_bit_exact_and_merged_equals_hooked(smol, made, tmp_p
     merged = _logits(smol)
     assert (merged - l0).abs().max() > 1e-3
     (again,) = assert_export_roundtrip(smol, stack, tmp_path / "out", TEXTS, w0)   # reloads in plain transformers
-    assert again.config["layers"] == list(FAST.layers)
+    assert again.config["layers"] == list(LAYERS)
     stack.pop()
     assert _same(_weights(smol), w0) and torch.equal(_logits(smol), l0)
     with hooked(smol, edit):
@@ -144,5 +146,5 @@ def test_invalid_or_failed_calls_raise_and_leave_the_model_as_it_was(smol, made)
         sae_align(smol, failing, target, known, unknown, retain=known[8:], config=FAST)
     assert failing.failed
     assert _same(_weights(smol), w0) and grads == {n: p.requires_grad for n, p in smol.model.named_parameters()}
-    downs = [smol.model.get_submodule(f"model.layers.{l}.mlp.down_proj") for l in FAST.layers]
+    downs = [smol.model.get_submodule(f"model.layers.{l}.mlp.down_proj") for l in LAYERS]
     assert not any(m._forward_hooks for m in downs)

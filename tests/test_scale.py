@@ -40,7 +40,8 @@ def test_key_statistics_from_shards_merge_to_the_one_pass_result(smol, tmp_path)
     whole = key_fitters(smol, [5], texts, context=48, progress=False)[5]
     for i, shard in enumerate((texts[:5], texts[5:])):                  # two workers, two files
         key_fitters(smol, [5], shard, context=48, progress=False)[5].save(tmp_path / f"shard{i}.safetensors")
-    merged = MomentFitter.load(tmp_path / "shard0.safetensors").merge(MomentFitter.load(tmp_path / "shard1.safetensors"))
+    shards = [MomentFitter.load(tmp_path / f"shard{i}.safetensors") for i in (0, 1)]
+    merged = shards[0].merge(shards[1])
     a, b = merged.fit(), whole.fit()
     assert merged.n == whole.n > 100
     torch.testing.assert_close(a.second_moment, b.second_moment, atol=1e-6, rtol=1e-5)

@@ -9,16 +9,19 @@ the MLP output matrices of all layers) on the facts in `forms` with Adam and sto
 mean forget answer probability is at or below `stop_at`: with a `monitor` (recipe runs), the run's
 forget measure checked every `check_every` steps (`repedit.baselines.tracking`); without one, the
 training batch's (mean over `forms`). The model is left bit-identical; the change is returned.
+On a bf16 / fp16 model the trained matrices are float32 masters (`repedit.training.training_only`):
+the returned change is float32 (master − original), and `stats['rounded_away']` is the largest share of
+a matrix's change that the model's dtype cannot hold (what merging it into that model loses).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from ..edits.base import DenseDelta, Edit
+from ..edits.base import DenseDelta, Edit, config_record
 from ..errors import ConfigError, InputError
 from ..suites import Fact
 from ..training import fact_batch, training_only
@@ -71,12 +74,14 @@ def gradient_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = ()
     names = param_names(handle, cfg.layers, cfg.matrices)
     fbs = [fact_batch(handle, forget, form) for form in cfg.forms]
     rbs = [fact_batch(handle, retain, form) for form in cfg.forms] if cfg.retain_weight > 0 else []
-    lengths = [torch.tensor([len(a) for a in fb.answers], dtype=torch.float32) for fb in fbs]
     tracker, log = Tracker(monitor, cfg.check_every if monitor else 1, cfg.stop_at), []
     with torch.no_grad():
-        refs = [fb.answer_logprobs(handle) * n for fb, n in zip(fbs, lengths)]   # summed answer log-prob before
+        lp0 = [fb.answer_logprobs(handle) for fb in fbs]                          # float32, on the logits' device
+    lengths = [torch.tensor([len(a) for a in fb.answers], dtype=torch.float32, device=lp.device)
+               for fb, lp in zip(fbs, lp0)]
+    refs = [lp * n for lp, n in zip(lp0, lengths)]                                # summed answer log-prob before
     with training_only(handle, names) as trainable:
-        opt = torch.optim.Adam(trainable.params.values(), lr=cfg.lr)
+        opt = trainable.optimizer(cfg.lr)          # float32 masters: a half-precision model really learns
         for step in range(cfg.steps + 1):                      # the last pass only checks
             lps = [fb.answer_logprobs(handle) for fb in fbs]
             p_forget = float(torch.stack(lps).detach().exp().mean())
@@ -94,9 +99,10 @@ def gradient_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = ()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        deltas = tuple(DenseDelta(n, d) for n, d in trainable.changes().items())
+        deltas = tuple(DenseDelta(n, d) for n, d in trainable.changes().items())   # float32: master − original
+        rounded = round(trainable.rounded_away(), 4)
     return Edit(method=cfg.objective, deltas=deltas, model_id=handle.id,
-                config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+                config=config_record(cfg),
                 target={"forget": [f.id for f in forget], "retain": [f.id for f in retain]},
                 stats={"steps": len(log) - 1, "forget_probability_per_step": [round(x, 5) for x in log],
-                       "seconds": round(tracker.train_seconds, 2), **tracker.stats()})
+                       "seconds": round(tracker.train_seconds, 2), "rounded_away": rounded, **tracker.stats()})

@@ -38,8 +38,10 @@ class LinearErasure(DepthRewrite):
         return int(self.left.shape[1])
 
     def rewrite(self, x: torch.Tensor) -> torch.Tensor:
-        L, R, b = (t.to(x.dtype) for t in (self.left, self.right, self.bias))
-        return x - ((x - b) @ R.T) @ L.T
+        """[batch, seq, d] → same; computed in float32 on x's device, cast once to x's dtype."""
+        L, R, b = (t.to(x.device, torch.float32) for t in (self.left, self.right, self.bias))
+        xf = x.float()
+        return (xf - ((xf - b) @ R.T) @ L.T).to(x.dtype)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) [d, k] float64 with T = I − A Bᵀ (the fold's input)."""
@@ -50,8 +52,9 @@ def fit_leace(X, labels, depth: int, method: str = "leace") -> LinearErasure:
     """Fit the eraser on activations X [n, d] with integer labels [n] (≥ 2 classes) at `depth`."""
     from concept_erasure import LeaceFitter
 
-    X = torch.as_tensor(np.asarray(X), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels)).long()
+    X = X.detach().cpu() if isinstance(X, torch.Tensor) else X      # fitted on the CPU in float64
+    X = torch.as_tensor(np.asarray(X), dtype=torch.float64, device="cpu")
+    y = torch.as_tensor(np.asarray(labels), device="cpu").long()
     if X.ndim != 2 or y.shape != (X.shape[0],):
         raise InputError(f"fit_leace() takes X [n, d] and labels [n]; got {tuple(X.shape)} and {tuple(y.shape)}")
     classes = torch.unique(y)
@@ -66,7 +69,7 @@ def fit_leace(X, labels, depth: int, method: str = "leace") -> LinearErasure:
 
 def leace_pool(handle_or_features, pool=None, *, depth: int, **capture_kw) -> LinearErasure:
     """Erase memorised-vs-control (PGA's task) at `depth`, from a pool's last-token features."""
-    from ..verify.features import PoolFeatures, pool_features
+    from ..pool_features import PoolFeatures, pool_features
 
     feats = handle_or_features if isinstance(handle_or_features, PoolFeatures) else \
         pool_features(handle_or_features, pool, depths=[depth], progress=False, **capture_kw)

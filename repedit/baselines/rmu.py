@@ -12,17 +12,22 @@ the facts' prompts with their answers in `forms`; retain texts are retain facts 
 clean wiki chunks. Early stop once the forget answer probability, checked every `check_every` steps,
 is ≤ `stop_at`: the run's forget measure when a `monitor` is given (recipe runs,
 `repedit.baselines.tracking`), else the blank form. The model is left bit-identical.
+On a bf16 / fp16 model the trained matrices are float32 masters (`repedit.training.training_only`):
+the returned change is float32 (master − original), and `stats['rounded_away']` is the largest share of
+a matrix's change that the model's dtype cannot hold (what merging it into that model loses).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ..edits.base import DenseDelta, Edit
+from ..edits.base import DenseDelta, Edit, config_record
 from ..errors import ConfigError, InputError
+from ..models.presets import resolve_config
 from ..suites import Fact, load_text
 from ..training import fact_batch, residual_after, text_batch, training_only
 from .gradient import param_names
@@ -31,7 +36,10 @@ from .tracking import Monitor, Tracker
 
 @dataclass(frozen=True)
 class RMUConfig:
-    layer: int = 8                           #: residual stream after this block is misdirected
+    PRESET_SECTION: ClassVar[str] = "rmu"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("layer",)
+
+    layer: int | None = None                 #: residual stream after this block is misdirected (None: preset)
     update_layers: tuple[int, ...] | None = None   #: None = layer−2 .. layer
     coef: float | None = None                #: c; None = coef_scale × mean forget token norm
     coef_scale: float = 3.0
@@ -45,11 +53,13 @@ class RMUConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.layer < 0 or self.steps < 1 or self.lr <= 0 or self.alpha < 0 or self.coef_scale <= 0:
+        if (self.layer is not None and self.layer < 0) or self.steps < 1 or self.lr <= 0 or self.alpha < 0 \
+                or self.coef_scale <= 0:
             raise ConfigError("RMUConfig needs layer >= 0, steps >= 1, lr > 0, alpha >= 0, coef_scale > 0")
         if self.coef is not None and self.coef <= 0:
             raise ConfigError("RMUConfig.coef must be > 0 (or None for coef_scale × the forget norm)")
-        if self.update_layers is not None and (not self.update_layers or max(self.update_layers) > self.layer):
+        if self.update_layers is not None and (not self.update_layers or
+                                               (self.layer is not None and max(self.update_layers) > self.layer)):
             raise ConfigError(f"update_layers must be non-empty and ≤ layer {self.layer} (later layers cannot "
                               "change h_layer)")
         if not self.forms or self.check_every < 1 or not 0 <= self.stop_at < 1 or self.retain_texts < 0:
@@ -61,8 +71,8 @@ def _rows(handle, facts: Sequence[Fact], forms: Sequence[str]) -> list[dict[str,
             for b in (fact_batch(handle, facts, form) for form in forms)]
 
 
-def _mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    m = batch["attention_mask"].bool().clone()
+def _mask(batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    m = batch["attention_mask"].to(device=device, dtype=torch.bool, copy=True)
     m[:, 0] = False                            # the attention sink is left out
     return m
 
@@ -74,6 +84,7 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     cfg = config or RMUConfig()
     if not isinstance(cfg, RMUConfig):
         raise ConfigError(f"config must be an RMUConfig, got {type(cfg).__name__}")
+    cfg = resolve_config(cfg, handle)                      # None fields from the model's preset
     if not forget:
         raise InputError("rmu_unlearn() needs forget facts")
     handle.check_layer(cfg.layer)
@@ -92,26 +103,28 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
         raise InputError("alpha > 0 needs retain facts or retain_texts > 0")
     probe = fact_batch(handle, forget, "blank")
     tracker = Tracker(monitor, cfg.check_every, cfg.stop_at)
+
+    def resid(b: dict[str, torch.Tensor]) -> torch.Tensor:         # h_layer at real tokens but the sink, float32
+        h = residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)
+        return h[_mask(b, h.device)].float()
+
     with torch.no_grad():
-        frozen = [residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer) for b in r_batches]
-        norm = torch.cat([residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)].norm(dim=-1)
-                          for b in f_batches]).mean()
+        frozen = [resid(b) for b in r_batches]
+        norm = torch.cat([resid(b).norm(dim=-1) for b in f_batches]).mean()
     coef = cfg.coef if cfg.coef is not None else cfg.coef_scale * float(norm)
-    g = torch.Generator().manual_seed(cfg.seed)
-    u = torch.rand(handle.d_model, generator=g)
-    target = coef * u / u.norm()
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)            # drawn on the CPU: the same u on any device
+    u = torch.rand(handle.d_model, generator=g, device="cpu")
+    target = (coef * u / u.norm()).to(norm.device, torch.float32)
     with training_only(handle, names) as trainable:
-        opt = torch.optim.Adam(trainable.params.values(), lr=cfg.lr)
+        opt = trainable.optimizer(cfg.lr)          # float32 masters: a half-precision model really learns
         for step in range(cfg.steps + 1):                  # the last pass only checks
             last = step == cfg.steps
             checked = tracker.due(step, last)
             if checked and (tracker.check(step, lambda: probe.answer_logprobs(handle).exp().mean()) or last):
                 break
-            fl = torch.stack([((residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)]
-                                - target) ** 2).mean() for b in f_batches]).mean()
-            rl = torch.stack([((residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)[_mask(b)]
-                                - h0[_mask(b)]) ** 2).mean() for b, h0 in zip(r_batches, frozen)]).mean() \
-                if r_batches else torch.zeros(())
+            fl = torch.stack([((h - target.to(h.device)) ** 2).mean() for h in map(resid, f_batches)]).mean()
+            rl = torch.stack([((resid(b) - h0) ** 2).mean() for b, h0 in zip(r_batches, frozen)]).mean() \
+                if r_batches else fl.new_zeros(())
             loss = fl + cfg.alpha * rl
             if checked:                                    # the losses beside the tracked row of this step
                 tracker.rows[-1] |= {"forget_mse": round(float(fl.detach()), 4),
@@ -119,11 +132,12 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
             opt.zero_grad()
             loss.backward()
             opt.step()
-        deltas = tuple(DenseDelta(n, d) for n, d in trainable.changes().items())
+        deltas = tuple(DenseDelta(n, d) for n, d in trainable.changes().items())   # float32: master − original
+        rounded = round(trainable.rounded_away(), 4)
     if not all(torch.isfinite(d.d).all() for d in deltas):
         raise InputError("RMU diverged (non-finite change); lower lr")
     return Edit(method="rmu", deltas=deltas, model_id=handle.id,
-                config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()} | {"coef_used": coef},
+                config=config_record(cfg, coef_used=coef),
                 target={"forget": [f.id for f in forget], "retain": [f.id for f in retain]},
                 stats={"steps": tracker.rows[-1]["step"], "seconds": round(tracker.train_seconds, 2),
-                       **tracker.stats()})
+                       "rounded_away": rounded, **tracker.stats()})

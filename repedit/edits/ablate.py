@@ -20,8 +20,9 @@ from .base import Edit, LowRankDelta
 def _unit_delta(handle, layer: int, units: Sequence[int], change: torch.Tensor) -> LowRankDelta:
     """Delta adding `change` [d_model, r] to the value vectors `units` of layer `layer`'s W_out."""
     ref = handle.matrix("mlp_out", layer)
-    onehot = torch.zeros(handle.d_mlp, len(units), dtype=ref.param.dtype)
-    onehot[torch.as_tensor(list(units)), torch.arange(len(units))] = 1
+    onehot = torch.zeros(handle.d_mlp, len(units), dtype=torch.float32, device=ref.param.device)
+    onehot[torch.as_tensor(list(units), device=onehot.device), torch.arange(len(units), device=onehot.device)] = 1
+    change = change.to(onehot.device, torch.float32)        # factors in float32, on the weight's device
     if ref.orientation == "out_in":        # [d_model, d_mlp]: value vectors are columns
         return LowRankDelta(ref.name, change, onehot)
     if ref.orientation == "in_out":        # [d_mlp, d_model]: value vectors are rows
@@ -33,8 +34,8 @@ def _value_vectors(handle, layer: int, units: Sequence[int]) -> torch.Tensor:
     """[d_model, r] current value vectors."""
     ref = handle.matrix("mlp_out", layer)
     w = ref.param.detach()
-    idx = torch.as_tensor(list(units))
-    return (w[:, idx] if ref.orientation == "out_in" else w[idx].T).clone()
+    idx = torch.as_tensor(list(units), device=w.device)
+    return (w[:, idx] if ref.orientation == "out_in" else w[idx].T).float()
 
 
 def _check_units(handle, layer: int, units: Sequence[int]) -> list[int]:
@@ -56,10 +57,11 @@ def value_vector_edit(handle, layer: int, columns: Sequence[int], *, mode: str =
     if mode == "zero":
         change = -_value_vectors(handle, layer, cols)
     else:
-        g = torch.Generator().manual_seed(seed)
-        change = noise_std * torch.randn(handle.d_model, len(cols), generator=g)
+        g = torch.Generator(device="cpu").manual_seed(seed)          # same noise on every device
+        change = noise_std * torch.randn(handle.d_model, len(cols), generator=g, device="cpu")
     return Edit(method=f"value-vector-{mode}", deltas=(_unit_delta(handle, layer, cols, change),),
-                model_id=handle.id, config={"mode": mode, "noise_std": noise_std, "seed": seed},
+                model_id=handle.id,
+                config={"function": "value_vector_edit", "mode": mode, "noise_std": noise_std, "seed": seed},
                 target={"layer": layer, "columns": cols})
 
 
@@ -76,7 +78,8 @@ def neuron_edit(handle, neurons: Mapping[int, Sequence[int]], *, factor: float =
         units = _check_units(handle, int(layer), units)
         change = (factor - 1.0) * _value_vectors(handle, int(layer), units)
         deltas.append(_unit_delta(handle, int(layer), units, change))
-    return Edit(method="neuron-scale", deltas=tuple(deltas), model_id=handle.id, config={"factor": factor},
+    return Edit(method="neuron-scale", deltas=tuple(deltas), model_id=handle.id,
+                config={"function": "neuron_edit", "factor": factor},
                 target={"neurons": {int(k): [int(u) for u in v] for k, v in neurons.items()}})
 
 
@@ -103,11 +106,14 @@ class SAEClamp:
             raise InputError(f"latents must be indices in 0..{d_sae - 1}")
 
     def _rewrite(self, h: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(self.latents)
+        from ..saes import sae_on
+
+        sae = sae_on(self.sae, h.device)
+        idx = torch.as_tensor(self.latents, device=h.device)
         with torch.no_grad():
-            f = self.sae.encode(h.to(self.sae.W_dec.dtype))
+            f = sae.encode(h.to(sae.W_dec.dtype))
             new = f[..., idx] * self.scale if self.scale is not None else torch.full_like(f[..., idx], self.value)
-            diff = (new - f[..., idx]) @ self.sae.W_dec[idx]
+            diff = (new - f[..., idx]) @ sae.W_dec[idx]
         return h + diff.to(h.dtype)
 
     def writes(self, handle) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Edit, EditError, LowRankDelta
+from .base import Edit, EditError, LowRankDelta, config_record
 
 
 def untie_embeddings(handle) -> bool:
@@ -43,8 +43,9 @@ def _is_tied(handle) -> bool:
     return model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
-def fold_projection(handle, proj) -> Edit:
-    """Edit that applies T to every residual writer before `proj.depth` (see the module doc)."""
+def fold_projection(handle, proj, config=None) -> Edit:
+    """Edit that applies T to every residual writer before `proj.depth` (see the module doc).
+    `config`: the config dataclass of the method that made `proj`, recorded in the edit in full."""
     if handle.is_toy or handle.layout.family != "llama":
         raise EditError(f"folding needs bias-free writers without post-norms (Llama family); "
                         f"{handle.id} is {handle.layout.family}")
@@ -54,15 +55,16 @@ def fold_projection(handle, proj) -> Edit:
     A, B = proj.factors()                                         # [d, k]; Bᵀ A = I
     deltas = []
     emb = handle.matrix("embed")                                  # [vocab, d]: rows are written vectors
-    E = emb.param.detach().double()
-    deltas.append(LowRankDelta(emb.name, (-(E @ B)).float(), A.float()))      # e ← T e
+    E = emb.param.detach().double()                               # float64 on the weight's device
+    deltas.append(LowRankDelta(emb.name, (-(E @ B.to(E.device))).float(), A.float()))      # e ← T e
     for layer in range(proj.depth):
         for kind in ("attn_out", "mlp_out"):
             ref = handle.matrix(kind, layer)                      # [d, in]: W ← T W
             if ref.orientation != "out_in":
                 raise EditError(f"{ref.name}: expected an [out, in] matrix, got {ref.orientation}")
             W = ref.param.detach().double()
-            deltas.append(LowRankDelta(ref.name, (-A).float(), (W.T @ B).float()))
+            deltas.append(LowRankDelta(ref.name, (-A).float(), (W.T @ B.to(W.device)).float()))
     return Edit(method=f"{proj.method}-folded", deltas=tuple(deltas), model_id=handle.id,
-                config={"depth": proj.depth, "k": proj.k, "form": "weights (folded into residual writers)"},
+                config=config_record(config, depth=proj.depth, k=proj.k,
+                                     form="weights (folded into residual writers)"),
                 target={"depth": proj.depth})

@@ -2,13 +2,18 @@
 
 C_l = E[k kᵀ] at layer l over the wiki + news training text, position 0 excluded (its massive
 activations would dominate). One pass serves every requested layer; each layer's fitter is saved
-as safetensors under <cache>/stats/<model>/mlp_hidden.L<l>-n<tokens>.safetensors.
+as safetensors under a key naming everything the statistic depends on:
+<cache>/stats/<model>/<weights>/mlp_hidden.L<l>.<dtype>.<corpus>-c<context>-n<tokens>.safetensors,
+where <weights> is a content hash of every parameter that can reach layer l (all but later layers),
+so an edited model, another dtype or another corpus never reuses another's statistics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -17,11 +22,35 @@ from ..backends.base import get_backend
 from ..models.cache import cache_root
 from ..sites import Point
 from ..stats import MomentFitter, Moments
+from .base import tensor_sha256
+
+CORPUS = "wiki+news.train"
 
 
-def _path(handle, layer: int, n_tokens: int):
+def weights_fingerprint(handle, upto_layer: int) -> str:
+    """sha256 (16 hex) of every parameter that can influence layer `upto_layer` (all but later layers).
+
+    Per-parameter hashes are memoised on the handle by the tensor's in-place version counter, so an
+    unchanged model is hashed once and an edit (which writes in place) is always seen."""
+    memo = handle.extras.setdefault("param_sha256", {})
+    later = tuple(f"{handle.layout.layers}.{i}." for i in range(upto_layer + 1, handle.n_layers))
+    digest = hashlib.sha256()
+    for name, p in handle.model.named_parameters():
+        if name.startswith(later):
+            continue
+        stamp = (p.data_ptr(), p._version, p.dtype, tuple(p.shape))
+        if memo.get(name, (None,))[0] != stamp:
+            memo[name] = (stamp, tensor_sha256(p))
+        digest.update(f"{name}:{memo[name][1]};".encode())
+    return digest.hexdigest()[:16]
+
+
+def stats_path(handle, layer: int, n_tokens: int, *, corpus: str = CORPUS, context: int = 128) -> Path:
+    """Where the key statistics of `layer` live, keyed by model, weights, dtype, corpus, context, tokens."""
     safe = handle.id.replace("/", "_").replace(":", "_")
-    return cache_root() / "stats" / safe / f"mlp_hidden.L{layer}-n{n_tokens}.safetensors"
+    dtype = str(handle.matrix("mlp_out", layer).param.dtype).replace("torch.", "")
+    name = f"mlp_hidden.L{layer}.{dtype}.{corpus}-c{context}-n{n_tokens}.safetensors"
+    return cache_root() / "stats" / safe / weights_fingerprint(handle, layer) / name
 
 
 def key_moments(handle, layers: Sequence[int], *, n_tokens: int = 40_000, context: int = 128,
@@ -35,7 +64,7 @@ def key_moments(handle, layers: Sequence[int], *, n_tokens: int = 40_000, contex
         handle.check_layer(layer)
     out, missing = {}, []
     for layer in layers:
-        p = _path(handle, layer, n_tokens)
+        p = stats_path(handle, layer, n_tokens, context=context)
         if p.exists():
             out[layer] = MomentFitter.load(p).fit()
         else:
@@ -45,7 +74,7 @@ def key_moments(handle, layers: Sequence[int], *, n_tokens: int = 40_000, contex
     t0 = time.perf_counter()
     fitters = key_fitters(handle, missing, load_text("wiki", "train") + load_text("news", "train"),
                           n_tokens=n_tokens, context=context, progress=progress)
-    out |= store_key_moments(handle, fitters, n_tokens)
+    out |= store_key_moments(handle, fitters, n_tokens, context=context)
     return out, time.perf_counter() - t0
 
 
@@ -80,11 +109,12 @@ def key_fitters(handle, layers: Sequence[int], texts: Sequence[str], *, n_tokens
     return fitters
 
 
-def store_key_moments(handle, fitters: dict[int, MomentFitter], n_tokens: int) -> dict[int, Moments]:
+def store_key_moments(handle, fitters: dict[int, MomentFitter], n_tokens: int, *,
+                      context: int = 128) -> dict[int, Moments]:
     """Save fitters (e.g. merged from shards) as the cached key statistics for `n_tokens`; fitted moments."""
     out = {}
     for layer, f in fitters.items():
-        p = _path(handle, layer, n_tokens)
+        p = stats_path(handle, layer, n_tokens, context=context)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
         f.save(tmp)

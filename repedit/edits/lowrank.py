@@ -28,10 +28,10 @@ def sink_keys_basis(handle, layers: Sequence[int], energy: float, max_dims: int,
     from ..backends.base import get_backend
     from ..sites import Point
 
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, handle.d_vocab, (n_tokens, 1), generator=g)
+    g = torch.Generator(device="cpu").manual_seed(seed)                 # drawn on the CPU: the same ids anywhere
+    ids = torch.randint(0, handle.d_vocab, (n_tokens, 1), generator=g, device="cpu")
     specials = [t for t in (handle.tokenizer.bos_token_id, handle.tokenizer.eos_token_id) if t is not None]
-    ids = torch.cat([ids, torch.tensor(specials, dtype=torch.long)[:, None]]) if specials else ids
+    ids = torch.cat([ids, torch.tensor(specials, dtype=torch.long, device="cpu")[:, None]]) if specials else ids
     reads = [(layer, Point.MLP_HIDDEN) for layer in layers]
     acts = get_backend(handle, "torch").run(ids, torch.ones_like(ids), reads=reads, stop_early=True).acts
     out = {}
@@ -39,18 +39,21 @@ def sink_keys_basis(handle, layers: Sequence[int], energy: float, max_dims: int,
         _, s, vt = torch.linalg.svd(acts[key][:, 0].double(), full_matrices=False)
         share = (s ** 2).cumsum(0) / (s ** 2).sum()
         k = min(int((share < energy).sum()) + 1, max_dims)
-        out[layer] = vt[:k].T.float().contiguous()
+        out[layer] = vt[:k].T.float().contiguous()                 # SVD in float64, the basis in float32
     return out
 
 
 class TrainableLowRank:
     """Rank-`rank` factors per layer, used as forward hooks inside `with`. V starts orthonormal with
     its first column along `keys[layer]` (e.g. the target's mean MLP key), the rest seeded noise;
-    `protect[layer]` is that layer's basis Q (from `sink_keys_basis`), or absent for none."""
+    `protect[layer]` is that layer's basis Q (from `sink_keys_basis`), or absent for none. U, V and Q
+    are float32 on the device of the matrix they change, whatever the model's dtype: the hook computes
+    the added term in float32 and casts it once to the module output's dtype."""
 
     def __init__(self, handle, layers: Sequence[int], rank: int, keys: dict[int, torch.Tensor],
                  protect: dict[int, torch.Tensor], seed: int):
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(device="cpu").manual_seed(seed)     # noise drawn on the CPU: the same init anywhere
+        f32 = torch.float32
         self.refs, self.modules, self.u, self.v, self.q = [], [], [], [], []
         for layer in layers:
             ref = handle.matrix("mlp_out", layer)
@@ -58,10 +61,12 @@ class TrainableLowRank:
             if not isinstance(module, torch.nn.Linear) and type(module).__name__ != "Conv1D":
                 raise InputError(f"low-rank training edits linear MLP output matrices; "
                                  f"{ref.name} is {type(module).__name__}")
-            q = protect.get(layer, torch.zeros(handle.d_mlp, 0))
-            init = self._v(torch.cat([keys[layer][:, None], torch.randn(handle.d_mlp, rank - 1, generator=g)], 1), q)
+            dev = ref.param.device
+            q = protect[layer].to(dev, f32) if layer in protect else torch.zeros(handle.d_mlp, 0, device=dev, dtype=f32)
+            noise = torch.randn(handle.d_mlp, rank - 1, generator=g, device="cpu").to(dev)
+            init = self._v(torch.cat([keys[layer].to(dev, f32)[:, None], noise], 1), q)
             self.refs.append(ref), self.modules.append(module), self.q.append(q)
-            self.u.append(torch.zeros(handle.d_model, rank, requires_grad=True))           # U = 0: identity at start
+            self.u.append(torch.zeros(handle.d_model, rank, device=dev, dtype=f32, requires_grad=True))  # U=0: identity
             self.v.append(torch.linalg.qr(init)[0].contiguous().requires_grad_(True))
         self.handles: list = []
 
@@ -72,7 +77,7 @@ class TrainableLowRank:
     def __enter__(self):
         for module, u, v, q in zip(self.modules, self.u, self.v, self.q):
             self.handles.append(module.register_forward_hook(
-                lambda _m, args, out, u=u, v=v, q=q: out + (args[0] @ self._v(v, q)) @ u.T))
+                lambda _m, args, out, u=u, v=v, q=q: out + ((args[0].float() @ self._v(v, q)) @ u.T).to(out.dtype)))
         return self
 
     def __exit__(self, *exc) -> None:

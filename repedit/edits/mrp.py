@@ -31,11 +31,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from ..capture import capture
 from ..errors import ConfigError, InputError
+from ..models.presets import resolve_config
 from ..sites import Point, Site
 from ..suites import Fact
 from ..training import fact_batch, training_only
@@ -46,7 +48,10 @@ from .pga import ProbeProjection
 
 @dataclass(frozen=True)
 class MRPConfig:
-    layer: int = 10                #: residual output of this layer is projected (depth = layer + 1)
+    PRESET_SECTION: ClassVar[str] = "mrp"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("layer",)
+
+    layer: int | None = None       #: residual output of this layer is projected (depth = layer + 1); None: preset
     k: int = 2                     #: directions per task
     steps: int = 20
     lr: float = 5e-2
@@ -73,9 +78,9 @@ class MRP:
 
     def __init__(self, handle, config: MRPConfig | None = None):
         self.handle = handle
-        self.config = config or MRPConfig()
+        self.config = resolve_config(config or MRPConfig(), handle)   # None fields from the model's preset
         handle.check_layer(self.config.layer)
-        self.W = torch.zeros(0, handle.d_model)
+        self.W = torch.zeros(0, handle.d_model, device=handle.device, dtype=torch.float32)   # float32, model's device
         self.log: list[dict] = []
 
     def _init(self, forget: Sequence[Fact], retain: Sequence[Fact]) -> torch.Tensor:
@@ -87,15 +92,16 @@ class MRP:
         cov = lambda x: (x - x.mean(0)).T @ (x - x.mean(0)) / max(len(x) - 1, 1)  # noqa: E731
         diff = torch.outer(dmu, dmu) + cov(hf) - cov(hr)
         if len(self.W):
-            q = torch.linalg.qr(self.W.double().T)[0]
-            P = torch.eye(diff.shape[0], dtype=diff.dtype) - q @ q.T
+            q = torch.linalg.qr(self.W.to(diff.device, torch.float64).T)[0]
+            P = torch.eye(diff.shape[0], dtype=diff.dtype, device=diff.device) - q @ q.T
             diff = P @ diff @ P
         if self.config.init == "difference":
             vals, vecs = torch.linalg.eigh(diff)
             return vecs[:, torch.argsort(vals, descending=True)[: self.config.k]].T.float()
         # generalised: maximise vᵀ diff v / vᵀ S v, S = general text's second moment (+ ridge)
-        S = self._text_moment()
-        S = S + self.config.init_ridge * torch.trace(S) / S.shape[0] * torch.eye(S.shape[0], dtype=S.dtype)
+        S = self._text_moment().to(diff.device, diff.dtype)
+        S = S + self.config.init_ridge * torch.trace(S) / S.shape[0] * torch.eye(S.shape[0], dtype=S.dtype,
+                                                                                  device=S.device)
         Li = torch.linalg.inv(torch.linalg.cholesky(S))
         vals, vecs = torch.linalg.eigh(Li @ diff @ Li.T)
         V = Li.T @ vecs[:, torch.argsort(vals, descending=True)[: self.config.k]]
@@ -127,17 +133,18 @@ class MRP:
         from ..backends.torch_hooks import installed
 
         q = self.projection().U
-        return installed(handle or self.handle, self.sites(lambda x: x - (x @ q.to(x.dtype)) @ q.T.to(x.dtype)))
+        return installed(handle or self.handle, self.sites(lambda x: _project(x, q)))
 
     def edit(self) -> Edit:
         """The weight form (`fold_projection`); exact for where="writers", a different edit otherwise."""
-        return fold_projection(self.handle, self.projection())
+        return fold_projection(self.handle, self.projection(), self.config)
 
     def projection(self, W: torch.Tensor | None = None) -> ProbeProjection:
         W = self.W if W is None else W
-        q = torch.linalg.qr(W.T)[0]
+        q = torch.linalg.qr(W.float().T)[0]
         d = self.handle.d_model
-        return ProbeProjection(self.config.layer + 1, torch.zeros(d), torch.ones(d), q, method="mrp")
+        return ProbeProjection(self.config.layer + 1, torch.zeros(d, device=q.device), torch.ones(d, device=q.device),
+                               q, method="mrp")
 
     def task(self, forget: Sequence[Fact], retain: Sequence[Fact]) -> ProbeProjection:
         """Learn k directions for this task (earlier ones fixed); returns the projection of all so far
@@ -148,7 +155,7 @@ class MRP:
 
         cfg, h = self.config, self.handle
         t0 = time.perf_counter()
-        new = torch.nn.Parameter(self._init(forget, retain))
+        new = torch.nn.Parameter(self._init(forget, retain).to(self.W.device, torch.float32))   # float32 leaf
         opt = torch.optim.Adam([new], lr=cfg.lr)
         forget_batches = [fact_batch(h, forget, form) for form in cfg.forms]
         retain_batches = [fact_batch(h, retain, form) for form in cfg.forms]
@@ -156,7 +163,7 @@ class MRP:
         with training_only(h):
             for _ in range(cfg.steps):
                 q = torch.linalg.qr(torch.cat([self.W, new]).T)[0]
-                with installed(h, self.sites(lambda x, q=q: x - (x @ q) @ q.T)):
+                with installed(h, self.sites(lambda x, q=q: _project(x, q))):
                     ce_f = torch.cat([-b.answer_logprobs(h) for b in forget_batches])
                     ce_r = torch.cat([-b.answer_logprobs(h) for b in retain_batches])
                 loss = -ce_f.clamp(max=cfg.forget_cap).mean() + cfg.retain_weight * ce_r.mean()
@@ -170,3 +177,9 @@ class MRP:
                          "retain_ce_first_last": [round(curve[0][1], 3), round(curve[-1][1], 3)],
                          "seconds": round(time.perf_counter() - t0, 2)})
         return self.projection()
+
+
+def _project(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """x − x Q Qᵀ (Q [d, K] orthonormal columns), computed in float32 on x's device and cast once to x's dtype."""
+    xf, q = x.float(), q.to(x.device, torch.float32)
+    return (xf - (xf @ q) @ q.T).to(x.dtype)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..verify.features import PoolFeatures, pool_features
-from ..verify.loo import logistic_group_loo, proba_accuracy, zscore_stats
-from ..verify.pools import Pool
+from ..pool_features import PoolFeatures, pool_features
+from ..probing import logistic_group_loo, proba_accuracy, zscore_stats
+from ..suites.pools import Pool
 from .rewrite import DepthRewrite
 
 
@@ -42,9 +42,11 @@ class ProbeProjection(DepthRewrite):
         return int(self.U.shape[1])
 
     def rewrite(self, x: torch.Tensor) -> torch.Tensor:
-        mu, s, U = (t.to(x.dtype) for t in (self.mu, self.scale, self.U))
-        z = (x - mu) / s
-        return x - ((z @ U) @ U.T) * s
+        """[batch, seq, d] → same; computed in float32 on x's device, cast once to x's dtype."""
+        mu, s, U = (t.to(x.device, torch.float32) for t in (self.mu, self.scale, self.U))
+        xf = x.float()
+        z = (xf - mu) / s
+        return (xf - ((z @ U) @ U.T) * s).to(x.dtype)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) [d, k] float64 with x − μ ← (I − A Bᵀ)(x − μ) and Bᵀ A = I (the fold's input)."""
@@ -79,8 +81,9 @@ def _md_directions(Z: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
 
 
 def _projection(depth, mu, sd, U, method, history=()) -> ProbeProjection:
-    return ProbeProjection(depth, torch.tensor(mu, dtype=torch.float32), torch.tensor(sd, dtype=torch.float32),
-                           torch.tensor(U, dtype=torch.float32), method, tuple(history))
+    """Probe statistics (numpy) as float32 CPU tensors; `rewrite` moves them to the activations."""
+    mu, sd, U = (torch.tensor(np.asarray(a), dtype=torch.float32, device="cpu") for a in (mu, sd, U))
+    return ProbeProjection(depth, mu, sd, U, method, tuple(history))
 
 
 def pga(handle_or_features, pool: Pool | None = None, *, depth: int, k: int = 1, method: str = "pga",

@@ -18,7 +18,8 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,17 +28,21 @@ from tqdm.auto import tqdm
 from ..backends.base import get_backend
 from ..errors import ConfigError, InputError
 from ..models.handle import pad_rows
+from ..models.presets import resolve_config
+from ..pool_features import CONTEXTS, depth_key, pool_rows
 from ..suites import load_text
+from ..suites.pools import Pool
 from ..training import lm_loss, text_batch, training_only
-from ..verify.features import CONTEXTS, depth_key, pool_rows
-from ..verify.pools import Pool
-from .base import Edit, LowRankDelta
+from .base import Edit, LowRankDelta, config_record
 from .pga import _probe_direction
 
 
 @dataclass(frozen=True)
 class TrainedPGAConfig:
-    depth: int = 18
+    PRESET_SECTION: ClassVar[str] = "pga-trained"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("depth",)
+
+    depth: int | None = None                #: None = the model's preset (the signature's peak; SmolLM2: 18)
     layers: tuple[int, ...] | None = None   #: None = the 4 layers before `depth`
     rank: int = 1                           #: one scalar constraint per depth = rank one (the source)
     steps: int = 40
@@ -60,17 +65,21 @@ class TrainedPGAConfig:
             raise ConfigError(f"n_contexts must be <= {len(CONTEXTS)} (the neutral context templates)")
 
     def edit_layers(self) -> tuple[int, ...]:
+        if self.depth is None:
+            raise ConfigError("TrainedPGAConfig.depth is None: resolve it first (repedit.models.presets.resolve_config)")
         return self.layers if self.layers is not None else tuple(range(max(0, self.depth - 4), self.depth))
 
 
 @contextmanager
 def _lora(handle, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
-    """Add x·B·Aᵀ to each named Linear's output (the hook form of W + A Bᵀ, differentiable)."""
+    """Add x·B·Aᵀ to each named Linear's output (the hook form of W + A Bᵀ, differentiable); the term is
+    computed in float32 (A, B are float32) and cast once to the output's dtype."""
     hooks = []
     try:
         for name, (A, B) in factors.items():
             module = handle.model.get_submodule(name.rpartition(".")[0])
-            hooks.append(module.register_forward_hook(lambda _m, args, out, A=A, B=B: out + (args[0] @ B) @ A.T))
+            hooks.append(module.register_forward_hook(
+                lambda _m, args, out, A=A, B=B: out + ((args[0].float() @ B) @ A.T).to(out.dtype)))
         yield
     finally:
         for h in hooks:
@@ -85,22 +94,23 @@ def _last_token(handle, rows: list[list[int]], depth: int) -> torch.Tensor:
         store["x"] = x
         return x
 
-    batch = pad_rows(rows, handle.pad_id)
+    batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
     get_backend(handle, "torch").run(batch["input_ids"], batch["attention_mask"], writes={depth_key(depth): grab},
                                      stop_early=True)
-    last = batch["attention_mask"].sum(1) - 1
-    return store["x"][torch.arange(len(rows)), last]
+    x = store["x"]
+    last = batch["attention_mask"].to(x.device).sum(1) - 1
+    return x[torch.arange(len(rows), device=x.device), last]
 
 
 def _direction(handle, m_rows, c_rows, depth: int) -> torch.Tensor:
     """Unit readout direction (raw frame) of a logistic probe M vs C on the current model."""
     with torch.no_grad():
         X = torch.cat([torch.cat([_last_token(handle, r[i: i + 16], depth) for i in range(0, len(r), 16)])
-                       for r in (m_rows, c_rows)]).double().numpy()
+                       for r in (m_rows, c_rows)]).double().cpu().numpy()
     y = np.r_[np.ones(len(m_rows)), np.zeros(len(c_rows))]
     mu, sd = X.mean(0), X.std(0) + 1e-6
     w = _probe_direction((X - mu) / sd, y) / sd
-    return torch.tensor(w / np.linalg.norm(w), dtype=torch.float32)
+    return torch.tensor(w / np.linalg.norm(w), dtype=torch.float32, device=handle.device)
 
 
 def trained_pga(handle, pool: Pool, config: TrainedPGAConfig | None = None, *, progress: bool = True) -> Edit:
@@ -108,6 +118,7 @@ def trained_pga(handle, pool: Pool, config: TrainedPGAConfig | None = None, *, p
     cfg = config or TrainedPGAConfig()
     if pool.tokens:
         raise InputError("trained_pga() needs a text pool (load_pool('natural')), not a token pool")
+    cfg = resolve_config(cfg, handle)                       # None fields from the model's preset
     if not 1 <= cfg.depth <= handle.n_layers:
         raise ConfigError(f"depth must lie in 1..{handle.n_layers}, got {cfg.depth}")
     layers = cfg.edit_layers()
@@ -118,14 +129,15 @@ def trained_pga(handle, pool: Pool, config: TrainedPGAConfig | None = None, *, p
     m_rows = [rows[(i * 3 + 0) * n_views + v] for i in range(k) for v in range(n_views)]
     c_rows = [rows[(i * 3 + 1) * n_views + v] for i in range(k) for v in range(n_views)]
     clean = text_batch(handle, load_text("wiki", "train")[: cfg.clean_texts], max_length=cfg.clean_tokens)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)      # drawn on the CPU: the same init anywhere
     rng = random.Random(cfg.seed)
     names = [handle.matrix("mlp_out", layer).name for layer in layers]
-    factors = {}
+    factors = {}                                   # float32 leaves on the hooked matrix's device, any model dtype
     for n in names:
         W = handle.model.get_parameter(n)
-        factors[n] = (torch.zeros(W.shape[0], cfg.rank, requires_grad=True),
-                      (torch.randn(W.shape[1], cfg.rank, generator=gen) / W.shape[1] ** 0.5).requires_grad_(True))
+        B = torch.randn(W.shape[1], cfg.rank, generator=gen, device="cpu") / W.shape[1] ** 0.5
+        factors[n] = (torch.zeros(W.shape[0], cfg.rank, device=W.device, dtype=torch.float32, requires_grad=True),
+                      B.to(W.device).requires_grad_(True))
     opt = torch.optim.Adam([t for ab in factors.values() for t in ab], lr=cfg.lr)
     t0, log, a0, w = time.perf_counter(), [], None, None
     with training_only(handle), _lora(handle, factors):
@@ -133,9 +145,9 @@ def trained_pga(handle, pool: Pool, config: TrainedPGAConfig | None = None, *, p
             if step % cfg.refit_every == 0:
                 w = _direction(handle, m_rows, c_rows, cfg.depth)
             idx = rng.sample(range(len(m_rows)), min(cfg.batch_pairs, len(m_rows)))
-            diff = _last_token(handle, [m_rows[i] for i in idx], cfg.depth) - \
-                _last_token(handle, [c_rows[i] for i in idx], cfg.depth)
-            align = ((diff @ w) ** 2).mean()
+            diff = _last_token(handle, [m_rows[i] for i in idx], cfg.depth).float() - \
+                _last_token(handle, [c_rows[i] for i in idx], cfg.depth).float()
+            align = ((diff @ w.to(diff.device)) ** 2).mean()
             a0 = a0 if a0 is not None else float(align.detach()) + 1e-8
             ce = lm_loss(handle, clean)
             loss = cfg.align_weight * align / a0 + cfg.ce_weight * ce
@@ -144,7 +156,7 @@ def trained_pga(handle, pool: Pool, config: TrainedPGAConfig | None = None, *, p
             opt.step()
             log.append((round(float(align.detach()) / a0, 4), round(float(ce.detach()), 4)))
     deltas = tuple(LowRankDelta(n, A.detach().clone(), B.detach().clone()) for n, (A, B) in factors.items())
-    cfg_record = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()} | {"layers": list(layers)}
+    cfg_record = config_record(cfg, layers=list(layers))
     return Edit(method="pga-trained", deltas=deltas, model_id=handle.id, config=cfg_record,
                 target={"pool": pool.name, "keys": [key.key for key in pool.keys], "depth": cfg.depth},
                 stats={"align_over_a0_and_ce_per_step": log, "seconds": round(time.perf_counter() - t0, 2)})

@@ -13,7 +13,7 @@ class DepthRewrite:
     mergeable = False
 
     def writes(self) -> dict:
-        from ..verify.features import depth_key
+        from ..pool_features import depth_key
 
         return {depth_key(self.depth): self.rewrite}
 

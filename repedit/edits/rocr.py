@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from ..capture import capture
 from ..errors import ConfigError, InputError
+from ..models.presets import resolve_config
 from ..sites import Site
-from .base import Edit, LowRankDelta
+from .base import Edit, LowRankDelta, config_record
 from .key_stats import key_moments, null_space
 from .stack import applied
 
@@ -35,9 +37,13 @@ CONTEXTS = ("Please answer the question about {}", "Tell me about {}", "Write so
 
 @dataclass(frozen=True)
 class ROCRConfig:
-    """ROCR settings. Defaults for SmolLM2-135M come from `bench/rocr_layer_sweep.py` (README)."""
+    """ROCR settings. `layers` None = the model's preset (`repedit.models.presets`; SmolLM2-135M: 4, 5, 6
+    from `bench/rocr_layer_sweep.py`, README; other models: `repedit presets build <model>`)."""
 
-    layers: tuple[int, ...] = (4, 5, 6)      #: consecutive edit layers
+    PRESET_SECTION: ClassVar[str] = "rocr"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("layers",)
+
+    layers: tuple[int, ...] | None = None    #: consecutive edit layers (None: the model's preset)
     contexts: tuple[str, ...] = CONTEXTS      #: templates ending in the concept ("{}"), averaged for the key
     lam: float = 1.0                          #: ridge term λ
     null_threshold: float = 2e-2              #: relative eigenvalue threshold of the protected null space
@@ -45,7 +51,7 @@ class ROCRConfig:
     stats_tokens: int = 40_000                #: general-text tokens for C_l (cached per model/layer)
 
     def __post_init__(self) -> None:
-        if not self.layers or list(self.layers) != sorted(set(self.layers)):
+        if self.layers is not None and (not self.layers or list(self.layers) != sorted(set(self.layers))):
             raise ConfigError("ROCRConfig.layers must be a non-empty increasing tuple of layer indices")
         if not self.contexts or any(not c.rstrip().endswith("{}") for c in self.contexts):
             raise ConfigError("every ROCR context must end with '{}' (the concept's last token is read)")
@@ -60,14 +66,15 @@ class ROCR:
     def __init__(self, handle, config: ROCRConfig | None = None, progress: bool = False,
                  protect: Sequence[str] = ()):
         self.handle = handle
-        self.config = config or ROCRConfig()
+        self.config = resolve_config(config or ROCRConfig(), handle)   # None fields from the model's preset
         for layer in self.config.layers:
             handle.check_layer(layer)
         moments, self.stats_seconds = key_moments(handle, self.config.layers, n_tokens=self.config.stats_tokens,
                                                   progress=progress)
-        eye = torch.eye(handle.d_mlp)
-        self.projectors = {l: (null_space(m, self.config.null_threshold) if self.config.use_null_space else eye)
-                           for l, m in moments.items()}
+        # float64 on the CPU: the solve is tiny and precision-critical; results are cast at the boundary
+        eye = torch.eye(handle.d_mlp, dtype=torch.float64, device="cpu")
+        self.projectors = {l: (null_space(m, self.config.null_threshold).double() if self.config.use_null_space
+                               else eye) for l, m in moments.items()}
         self.prior_keys: dict[int, list[torch.Tensor]] = {l: [] for l in self.config.layers}
         # concepts to keep (MEMIT-style preservation): their keys join K_p from the start
         self.protected = [str(c) for c in protect]
@@ -79,11 +86,12 @@ class ROCR:
         texts = [c.format(concept) for c in self.config.contexts]
         sites = [Site(l, "mlp_hidden") for l in self.config.layers]
         acts = capture(self.handle, texts, sites, progress=False)
-        return {s.layer: acts[s].mean(0) for s in sites}
+        return {s.layer: acts[s].double().mean(0).cpu() for s in sites}   # float64 keys for the solve
 
     def _value(self, concept: str, layer: int) -> torch.Tensor:
         site = Site(layer, "resid_post")
-        return capture(self.handle, [self.config.contexts[0].format(concept)], [site], progress=False)[site][0]
+        acts = capture(self.handle, [self.config.contexts[0].format(concept)], [site], progress=False)[site]
+        return acts[0].double().cpu()
 
     def edit(self, target: str, redirect_to: str, *, remember: bool = True) -> Edit:
         """A rank-one-per-layer edit making `target` read like `redirect_to` (not yet applied)."""
@@ -111,7 +119,7 @@ class ROCR:
             if self.prior_keys[layer]:
                 Kp = torch.stack(self.prior_keys[layer]).double()
                 K = K + Kp.T @ Kp
-            a = torch.linalg.solve(P @ K + cfg.lam * torch.eye(len(k), dtype=torch.float64), P @ k)
+            a = torch.linalg.solve(P @ K + cfg.lam * torch.eye(len(k), dtype=torch.float64, device=k.device), P @ k)
             v = (P @ a).float()
             ref = h.matrix("mlp_out", layer)
             u = r.float()[:, None]
@@ -122,7 +130,7 @@ class ROCR:
         if remember:
             for layer in cfg.layers:
                 self.prior_keys[layer].append(keys[layer].double())
-        cfg_dict = asdict(cfg) | {"layers": list(cfg.layers), "contexts": list(cfg.contexts)}
+        cfg_dict = config_record(cfg)
         return Edit(method="rocr", deltas=tuple(deltas), model_id=h.id, config=cfg_dict,
                     target={"concept": target, "redirect_to": redirect_to},
                     stats={"residual_norm_before": residual_norms[0], "residual_norm_after": final,

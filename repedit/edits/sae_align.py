@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -42,10 +43,11 @@ from tqdm.auto import tqdm
 from ..capture import capture, select_positions
 from ..errors import ConfigError, InputError
 from ..models.handle import pad_rows
+from ..models.presets import resolve_config
 from ..sites import Site
 from ..suites import Fact, load_text
 from ..training import residual_after, training_only
-from .base import Edit
+from .base import Edit, config_record
 from .lowrank import TrainableLowRank, sink_keys_basis
 
 FRAMES = ("Tell me about {}", "Let me tell you about {}", "Write something about {}",
@@ -60,9 +62,13 @@ OBJECTIVE = ("L = mean_t[|f_t(T)-muU_t|^2/D_t - beta*min(|f_t(T)-muK_t|^2/D_t, m
 
 @dataclass(frozen=True)
 class SAEAlignConfig:
-    """SAE unknown-alignment settings (defaults measured on SmolLM2-135M; see bench/sae_align_effect.py)."""
+    """SAE unknown-alignment settings (defaults measured on SmolLM2-135M; see bench/sae_align_effect.py).
+    `layers` None = the model's preset (SmolLM2-135M: 8, 12, 13, 14; a model without an SAE has none)."""
 
-    layers: tuple[int, ...] = (8, 12, 13, 14)  #: down_proj layers edited (≤ the SAE's layer; 9–11 hold the sink)
+    PRESET_SECTION: ClassVar[str] = "sae-align"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("layers",)
+
+    layers: tuple[int, ...] | None = None    #: down_proj layers edited (≤ the SAE's layer; SmolLM2: 9–11 hold the sink)
     rank: int = 2                            #: rank r of each delta
     steps: int = 25                          #: Adam steps
     lr: float = 2e-2
@@ -85,7 +91,7 @@ class SAEAlignConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.layers or list(self.layers) != sorted(set(self.layers)):
+        if self.layers is not None and (not self.layers or list(self.layers) != sorted(set(self.layers))):
             raise ConfigError("SAEAlignConfig.layers must be a non-empty increasing tuple of layer indices")
         if not self.frames or any(not f.rstrip().endswith("{}") or f.count("{}") != 1 or not f.rstrip()[:-2].strip()
                                   for f in self.frames):
@@ -104,13 +110,6 @@ class SAEAlignConfig:
         failed = [k for k, ok in checks.items() if not ok]
         if failed:
             raise ConfigError(f"SAEAlignConfig needs {'; '.join(failed)}")
-
-
-def unknown_entities(limit: int | None = None) -> list[str]:
-    """Invented country names (probes/facts/unknown-entities.jsonl) without "the Republic of "."""
-    from ..suites import load_suite
-
-    return [f.subject.removeprefix("the Republic of ") for f in load_suite("unknown-entities", limit=limit)]
 
 
 def _templates(handle, fact: Fact | None, cfg: SAEAlignConfig) -> list[tuple[str, bool]]:
@@ -135,13 +134,16 @@ def _templates(handle, fact: Fact | None, cfg: SAEAlignConfig) -> list[tuple[str
 def _encode(handle, templates: Sequence[tuple[str, bool]], entities: Sequence[str]) -> dict[str, torch.Tensor]:
     tok = handle.tokenizer
     rows = [tok.encode(t.format(e), add_special_tokens=not chat) for t, chat in templates for e in entities]
-    return pad_rows(rows, handle.pad_id)
+    return pad_rows(rows, handle.pad_id, device=handle.input_device)
 
 
 def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware)."""
+    """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware); the
+    residual meets the SAE in float32 on the SAE's device, the codes come back on the residual's device."""
     h = residual_after(handle, batch["input_ids"], batch["attention_mask"], site.layer)
-    return sae.encode(select_positions(h, batch["attention_mask"], -1).float())
+    x = select_positions(h, batch["attention_mask"].to(h.device), -1).float()
+    w = next(sae.parameters())
+    return sae.encode(x.to(w.device)).float().to(x.device)
 
 
 def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -163,11 +165,15 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     their `retain_forms` prompts; texts: clean text for the KL term (default wiki.train).
     """
     from ..locate.sae_features import sae_site
-    from ..verify.recall import prompt_ids
+    from ..text import prompt_ids
 
     cfg = config or SAEAlignConfig()
     if not isinstance(cfg, SAEAlignConfig):
         raise ConfigError(f"config must be an SAEAlignConfig, got {type(cfg).__name__}")
+    from ..saes import check_sae
+
+    check_sae(sae, handle)                                  # trained on this model, at its width
+    cfg = resolve_config(cfg, handle)                       # None fields from the model's preset
     fact = target if isinstance(target, Fact) else None
     name = (fact.subject if fact else str(target)).strip()
     if not name:
@@ -178,7 +184,7 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     unknown = list(dict.fromkeys(unknown))[: cfg.n_reference]
     if len(known) < 5 or len(unknown) < 5:
         raise InputError("sae_align needs at least 5 known (besides the target) and 5 unknown entities; "
-                         "use load_suite('capitals') subjects and unknown_entities()")
+                         "use load_suite('capitals') subjects and repedit.suites.unknown_entities()")
     site = handle.check_site(sae_site(sae))
     for layer in cfg.layers:
         handle.check_layer(layer)
@@ -201,7 +207,8 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
             ref["retain_scale"] = scale[: cfg.retain_frames].repeat_interleave(len(ret_names))
         if ret_facts and cfg.retain_forms and cfg.fact_weight:
             batches["facts"] = pad_rows([prompt_ids(h, f.forms[form]["prompt"], f.forms[form]["chat"])
-                                         for form in cfg.retain_forms for f in ret_facts], h.pad_id)
+                                         for form in cfg.retain_forms for f in ret_facts], h.pad_id,
+                                        device=h.input_device)
             ref["facts"] = _last_logp(h, batches["facts"])
         if cfg.lm_texts and cfg.lm_weight:
             from ..saes import text_chunks
@@ -213,7 +220,7 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
                     for i in range(0, min(cfg.lm_texts, len(chunks)), cfg.lm_batch)]
             ref["lm"] = [torch.log_softmax(h.forward(**b).float(), -1).half() for b in pool]   # fp16 keeps it small
         got = capture(h, [f.format(name) for f in cfg.frames], [Site(l, "mlp_hidden") for l in cfg.layers])
-        keys = {s.layer: got[s].mean(0) for s in got.acts}            # the target's mean MLP key (V's init)
+        keys = {s.layer: got[s].float().mean(0) for s in got.acts}    # the target's mean MLP key (V's init)
 
     def objective(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         f = _codes(h, sae, site, batches["target"])
@@ -252,7 +259,7 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     deltas = trainable.deltas()
     if not all(torch.isfinite(t).all() for d in deltas for t in (d.u, d.v)):
         raise InputError("training diverged (non-finite factors); lower lr or steps")
-    cfg_dict = asdict(cfg) | {k: list(getattr(cfg, k)) for k in ("layers", "frames", "forms", "retain_forms")}
+    cfg_dict = config_record(cfg)
     return Edit(method="sae-align", deltas=deltas, model_id=h.id, config=cfg_dict,
                 target={"entity": name, "fact": fact.id if fact else None, "sae_site": str(site),
                         "n_known": len(known), "n_unknown": len(unknown), "retain": ret_names},

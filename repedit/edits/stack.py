@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,10 +20,12 @@ class JournalEntry:
     sha_before: dict[str, str]
     sha_after: dict[str, str]
     seconds: float
+    rounded: dict[str, float] = field(default_factory=dict)   #: share of each change its dtype rounded away
 
     def to_dict(self) -> dict:
         return {"index": self.index, "method": self.method, "params": list(self.params),
-                "sha256_before": self.sha_before, "sha256_after": self.sha_after, "seconds": self.seconds}
+                "sha256_before": self.sha_before, "sha256_after": self.sha_after, "seconds": self.seconds,
+                "rounded": self.rounded}
 
 
 class EditStack:
@@ -46,23 +48,35 @@ class EditStack:
         new = edit.new_values(self.handle)          # raises before any write
         params = dict(self.handle.model.named_parameters())
         snap = {name: params[name].detach().clone() for name in new}
-        try:
+        sha_before = {n: tensor_sha256(t) for n, t in snap.items()}
+        try:                                          # everything after the first write can be undone
             with torch.no_grad():
-                for name, value in new.items():
-                    params[name].copy_(value)
-        except Exception as exc:                      # restore whatever was written, then report
+                for name, written in new.items():
+                    params[name].copy_(written.value)
+            self._check_written(new, params)
+            entry = JournalEntry(
+                index=len(self.edits), method=edit.method, params=tuple(new), sha_before=sha_before,
+                sha_after={n: tensor_sha256(params[n]) for n in new}, seconds=round(time.perf_counter() - t0, 4),
+                rounded={n: round(w.rounded, 6) for n, w in new.items()})
+        except BaseException as exc:                  # restore whatever was written, then report
             with torch.no_grad():
                 for name, value in snap.items():
                     params[name].copy_(value)
+            if not isinstance(exc, Exception):
+                raise
             raise EditError(f"{edit.method}: writing the edit failed ({exc}); weights restored") from exc
-        entry = JournalEntry(
-            index=len(self.edits), method=edit.method, params=tuple(new),
-            sha_before={n: tensor_sha256(t) for n, t in snap.items()},
-            sha_after={n: tensor_sha256(params[n]) for n in new}, seconds=round(time.perf_counter() - t0, 4))
         self.edits.append(edit)
         self._snapshots.append(snap)
         self.journal.append(entry)
         return entry
+
+    @staticmethod
+    def _check_written(new: dict, params: dict) -> None:
+        """The parameters hold exactly the values that were computed (a write that converts or is
+        redirected elsewhere, e.g. by an offloading hook, is caught here and undone)."""
+        for name, written in new.items():
+            if not torch.equal(params[name].detach(), written.value):
+                raise EditError(f"{name}: the parameter does not hold the value that was written")
 
     def pop(self) -> Edit:
         """Undo the last edit exactly (its parameters get their previous bytes back)."""

@@ -50,9 +50,10 @@ def neuron_writes(layer: int, neurons: Sequence[int], factor: float) -> dict:
     """Activation rewrite that scales MLP hidden units (all positions): 0 suppresses, 2 amplifies."""
     from ..sites import Point
 
-    idx = torch.as_tensor(list(neurons), dtype=torch.long)
+    units = [int(u) for u in neurons]
 
     def fn(x: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(units, dtype=torch.long, device=x.device)
         x = x.clone()
         x[..., idx] = x[..., idx] * factor
         return x

@@ -123,7 +123,8 @@ def concept_vectors(handle, concept: str, words: Sequence[str] | None = None, *,
         vec = _value_vectors(handle, layer)[col: col + 1]
         top = project_to_vocab(handle, vec)[0].topk(top_k).indices.tolist()
         cands.append(ConceptVector(layer, col, hits, -neg_rank, tuple(handle.tokenizer.decode([t]) for t in top)))
-    return ConceptVectorLocation(concept=concept, concept_tokens=tuple(handle.tokenizer.decode([i]) for i in ids.tolist()),
+    concept_tokens = tuple(handle.tokenizer.decode([i]) for i in ids.tolist())
+    return ConceptVectorLocation(concept=concept, concept_tokens=concept_tokens,
                                  top_k=top_k, candidates=tuple(cands), hits_per_layer=tuple(per_layer))
 
 

@@ -22,7 +22,7 @@ from ..backends.base import get_backend
 from ..errors import InputError
 from ..sites import Point
 from ..suites import Fact
-from ..verify.recall import answer_ids, prompt_ids
+from ..text import answer_ids, prompt_ids
 
 
 @dataclass(frozen=True)

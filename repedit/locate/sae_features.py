@@ -34,7 +34,9 @@ def encode_texts(handle, sae, texts: Sequence[str], site: Site) -> torch.Tensor:
     acts = capture(handle, list(texts), [site])[site]
     if site.position is None:
         acts = torch.stack([a[1:].mean(0) if len(a) > 1 else a[0] for a in acts])
-    return sae.encode(acts.float())
+    from ..saes import sae_on
+
+    return sae_on(sae, acts.device).encode(acts.to(sae.W_dec.dtype))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,18 @@ class ModelHandle:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def input_device(self) -> torch.device:
+        """Where token ids go: the embedding's device (the first device of a `device_map` split)."""
+        if self.is_toy:
+            return self.model.embed.W_E.device
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (e.g. torch.bfloat16)."""
+        return next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+
     def layer_module(self, layer: int) -> nn.Module:
         self.check_layer(layer)
         return self.model.get_submodule(f"{self.layout.layers}.{layer}")
@@ -107,7 +119,7 @@ class ModelHandle:
         rows = [tok.encode(t, add_special_tokens=(add_bos if add_bos is not None else not chat)) for t in texts]
         if max_length is not None:
             rows = [r[-max_length:] for r in rows]
-        return pad_rows(rows, pad_id=self.pad_id)
+        return pad_rows(rows, pad_id=self.pad_id, device=self.input_device)
 
     @property
     def pad_id(self) -> int:
@@ -132,24 +144,27 @@ class ModelHandle:
         """Logits [batch, seq, vocab]; gradients flow if enabled by the caller."""
         if self.is_toy:
             return self.model(input_ids, return_type="logits")
-        dev = self.model.get_input_embeddings().weight.device      # first device of a device_map model
+        dev = self.input_device                                     # first device of a device_map model
         if input_ids.device != dev:
             input_ids = input_ids.to(dev)
             attention_mask = attention_mask.to(dev) if attention_mask is not None else None
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad token rows on `side` ("right", or "left" for generation): input_ids and attention_mask [batch, seq]."""
+def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right",
+             *, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Pad token rows on `side` ("right", or "left" for generation): input_ids and attention_mask
+    [batch, seq] on `device` (pass `handle.input_device` for tokens that go into the model)."""
     if side not in ("right", "left"):
         raise InputError(f"side must be 'right' or 'left', got {side!r}")
     if any(len(r) == 0 for r in rows):
         raise InputError("a text encoded to zero tokens; pass non-empty text")
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device="cpu")
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device="cpu")
     for i, r in enumerate(rows):
         cols = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
-        ids[i, cols] = torch.tensor(r, dtype=torch.long)
+        ids[i, cols] = torch.tensor(r, dtype=torch.long, device="cpu")
         mask[i, cols] = 1
+    ids, mask = ids.to(device), mask.to(device)          # one transfer per batch
     return {"input_ids": ids, "attention_mask": mask}

@@ -46,9 +46,10 @@ def resolve(handle, recipe: Recipe) -> Resolved:
     out.texts = load_text("news", "heldout")[: recipe.verify.perplexity_docs]
     if recipe.attacks.trace_prompts:
         docs = load_text("wiki", "heldout")
-        out.trace_prompts = [" ".join(d.split()[:12]) for d in docs if len(d.split()) >= 12][: recipe.attacks.trace_prompts]
+        prompts = [" ".join(d.split()[:12]) for d in docs if len(d.split()) >= 12]
+        out.trace_prompts = prompts[: recipe.attacks.trace_prompts]
     if t.pool:
-        from ..verify.pools import load_pool, screened
+        from ..suites.pools import load_pool, screened
 
         out.pool, _ = screened(handle, load_pool(t.pool))
     if not t.forget:
@@ -67,10 +68,11 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         out.retain, rest = pool[: t.retain], pool[t.retain:]
     out.neighbours = rest[: t.neighbours]
     out.known = [f.subject for f in pool]
-    unrelated = load_suite(t.unrelated_suite)
-    out.unrelated = (known_facts(handle, unrelated) if t.known_only else unrelated)[: t.unrelated]
+    if t.unrelated:                                       # (greedy recall of a whole suite: skipped when unused)
+        unrelated = load_suite(t.unrelated_suite)
+        out.unrelated = (known_facts(handle, unrelated) if t.known_only else unrelated)[: t.unrelated]
     if recipe.verify.knownness:
-        from ..edits.sae_align import unknown_entities
+        from ..suites import unknown_entities
 
         out.unknown = unknown_entities()
     return out
@@ -83,7 +85,12 @@ def _fit_knownness(handle, res: Resolved, recipe: Recipe):
     from ..sites import Site
     from ..verify.sae_codes import fit_knownness
 
-    layer = recipe.verify.knownness_layer if recipe.verify.knownness_layer >= 0 else handle.n_layers // 2
+    if recipe.verify.knownness_layer >= 0:
+        layer = recipe.verify.knownness_layer
+    else:                                                  # the model's preset (SmolLM2-135M: 15, the middle)
+        from ..models.presets import preset_for
+
+        layer = preset_for(handle).knownness_layer
     handle.check_layer(layer)
     return fit_knownness(handle, None, res.known[:KNOWN_ENTITIES], res.unknown, site=Site(layer, "resid_post"))
 
@@ -133,7 +140,7 @@ def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
 
 def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     """Per-depth True-LOO and gap (ridge, leave-one-key-out) on the pool, memorised-text log-prob, perplexity."""
-    from ..verify.features import CONTEXTS, pool_features
+    from ..pool_features import CONTEXTS, pool_features
     from ..verify.perplexity import perplexity
     from ..verify.signature import depth_curve
 
@@ -141,7 +148,7 @@ def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     feats = pool_features(handle, res.pool, contexts=CONTEXTS[: recipe.targets.contexts], depths=depths,
                           progress=False)
     curve, _ = depth_curve(feats)
-    from ..verify.pools import screen
+    from ..suites.pools import screen
 
     rows = screen(handle, res.pool).rows                    # behaviour: log-prob/token of M and C after the cue
     out = {"depths": depths, "true_loo": curve.true_loo, "gap": curve.gap,

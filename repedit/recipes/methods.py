@@ -10,22 +10,27 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ConfigError, close_matches
+from ..models.presets import preset_for, resolve_config
 
 
 @dataclass(frozen=True)
 class PGAConfig:
     """Closed-form PGA / MD-PGA / adversarial PGA at a depth, exported in the folded weight form."""
 
-    depth: int = 18                           #: 0 = embeddings; d = output of layer d−1 (the signature's peak)
+    PRESET_SECTION: ClassVar[str] = "pga"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("depth",)
+
+    depth: int | None = None                  #: d = output of layer d−1; None: preset (signature's peak; SmolLM2 18)
     k: int = 1                                #: directions (MD-PGA; PGA uses 1)
     stop_below: float = 0.55                  #: adversarial rounds stop below this re-fit LOO accuracy
     max_rounds: int = 7
 
     def __post_init__(self) -> None:
-        if self.depth < 1 or self.k < 1 or not 0.5 <= self.stop_below <= 1 or self.max_rounds < 1:
+        if (self.depth is not None and self.depth < 1) or self.k < 1 or not 0.5 <= self.stop_below <= 1 \
+                or self.max_rounds < 1:
             raise ConfigError("PGAConfig needs depth >= 1, k >= 1, 0.5 <= stop_below <= 1, max_rounds >= 1")
 
 
@@ -33,11 +38,14 @@ class PGAConfig:
 class LeaceConfig:
     """LEACE erasure at a depth (folded weight form): forget vs retain prompts, or memorised vs control."""
 
-    depth: int = 8
+    PRESET_SECTION: ClassVar[str] = "leace"
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("depth",)
+
+    depth: int | None = None                  #: None: the model's preset (SmolLM2: 8)
     forms: tuple[str, ...] = ("blank", "paraphrase", "adversarial")   #: fact forms used to fit (facts only)
 
     def __post_init__(self) -> None:
-        if self.depth < 1 or not self.forms:
+        if (self.depth is not None and self.depth < 1) or not self.forms:
             raise ConfigError("LeaceConfig needs depth >= 1 and at least one form")
 
 
@@ -70,7 +78,7 @@ class MethodSpec:
 
 def _rocr(ctx: Context, cfg) -> list:
     from ..edits.rocr import ROCR
-    from ..edits.sae_align import unknown_entities
+    from ..suites import unknown_entities
 
     rocr, names = ROCR(ctx.handle, cfg, progress=ctx.progress), unknown_entities()
     return [rocr.edit(f.subject, f"the Republic of {names[i % len(names)]}") for i, f in enumerate(ctx.forget)]
@@ -85,10 +93,12 @@ def _mrp(ctx: Context, cfg) -> list:
 
 
 def _sae_align(ctx: Context, cfg) -> list:
-    from ..edits.sae_align import sae_align, unknown_entities
+    from ..edits.sae_align import sae_align
     from ..saes import load_sae
+    from ..suites import unknown_entities
 
-    sae = load_sae(ctx.sae or "saes/smollm2-135m-L15-topk")
+    # the run's SAE, else the one the model's preset names (an SAE of another model is refused)
+    sae = load_sae(ctx.sae or preset_for(ctx.handle).sae_path(), handle=ctx.handle)
     unknown = unknown_entities()[: cfg.n_reference]
     return [sae_align(ctx.handle, sae, f, list(ctx.known), unknown, retain=list(ctx.retain), config=cfg,
                       progress=ctx.progress) for f in ctx.forget]
@@ -110,7 +120,7 @@ def _rmu(ctx: Context, cfg) -> list:
 
 
 def _pool_contexts(ctx: Context) -> dict:
-    from ..verify.features import CONTEXTS
+    from ..pool_features import CONTEXTS
 
     return {"contexts": CONTEXTS[: ctx.contexts]}
 
@@ -120,13 +130,14 @@ def _pga(method: str) -> Callable:
         from ..edits.fold import fold_projection
         from ..edits.pga import adversarial_pga, pga
 
+        cfg = resolve_config(cfg, ctx.handle)                # None fields from the model's preset
         kw = _pool_contexts(ctx)
         if method == "adversarial":
             proj = adversarial_pga(ctx.handle, ctx.pool, depth=cfg.depth, stop_below=cfg.stop_below,
                                    max_rounds=cfg.max_rounds, **kw)
         else:
             proj = pga(ctx.handle, ctx.pool, depth=cfg.depth, k=cfg.k if method == "md" else 1, method=method, **kw)
-        return [fold_projection(ctx.handle, proj)]
+        return [fold_projection(ctx.handle, proj, cfg)]
     return build
 
 
@@ -140,11 +151,12 @@ def _leace(ctx: Context, cfg) -> list:
     from ..baselines.leace import leace_facts, leace_pool
     from ..edits.fold import fold_projection
 
+    cfg = resolve_config(cfg, ctx.handle)                    # None fields from the model's preset
     if ctx.pool is not None and not ctx.forget:
         erasure = leace_pool(ctx.handle, ctx.pool, depth=cfg.depth, **_pool_contexts(ctx))
     else:
         erasure = leace_facts(ctx.handle, ctx.forget, ctx.retain, depth=cfg.depth, forms=cfg.forms)
-    edit = fold_projection(ctx.handle, erasure)
+    edit = fold_projection(ctx.handle, erasure, cfg)
     return [dataclasses.replace(edit, method="leace-folded")]
 
 

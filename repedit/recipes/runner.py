@@ -21,6 +21,7 @@ import torch
 
 from ..edits.stack import EditStack
 from ..errors import InputError
+from ..models.presets import resolve_config
 from .measure import Resolved, forget_level, measure_facts, measure_pool, neighbour_forms, peak_index, resolve
 from .methods import METHODS, Context, method_config
 from .schema import Recipe, load_recipe
@@ -83,7 +84,7 @@ def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> di
         from ..saes import load_sae
         from ..verify.attacks import restoration_rows, sae_codes_at
 
-        orig["sae"] = load_sae(a.sae)
+        orig["sae"] = load_sae(a.sae, handle=handle)          # refuses an SAE of another model or width
         orig["sae_codes"] = sae_codes_at(handle, orig["sae"], restoration_rows(handle, res.forget))
     if a.trace_prompts:
         from ..verify.attacks import trace_features
@@ -217,7 +218,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
         method = METHODS[spec.method]
         _seed(recipe.seed)
         t0 = time.perf_counter()
-        config = method_config(spec.method, spec.config)
+        config = resolve_config(method_config(spec.method, spec.config), handle)   # None: the model's preset
         built = method.build(ctx, config)
         seconds = time.perf_counter() - t0 - sum(e.stats.get("monitor_seconds", 0.0) for e in built)
         journal.log("edit", name=spec.name, method=spec.method, seconds=round(seconds, 2), edits=len(built))

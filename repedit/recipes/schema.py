@@ -50,7 +50,7 @@ class Verify:
     perplexity_docs: int = 20                #: held-out news documents
     signature_depths: tuple[int, ...] = ()   #: LOO probe depths (pool targets)
     knownness: bool = True                   #: known-vs-unknown residual probe on the forget subjects (facts)
-    knownness_layer: int = -1                #: its residual layer (resid_post); -1 = the middle layer
+    knownness_layer: int = -1                #: its residual layer (resid_post); -1 = the model's preset
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ class Recipe:
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu")
-SECTIONS = {"run": {"name", "seed"}, "model": {"id", "dtype", "device_map"}, "targets": {f.name for f in dataclasses.fields(Targets)},
+SECTIONS = {"run": {"name", "seed"}, "model": {"id", "dtype", "device_map"},
+            "targets": {f.name for f in dataclasses.fields(Targets)},
             "edit": {"method", "name", "config"}, "verify": {f.name for f in dataclasses.fields(Verify)},
             "attacks": {f.name for f in dataclasses.fields(Attacks)}, "export": {"edit"}}
 
@@ -183,9 +184,11 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
                           f"(did you mean {close_matches(method, METHODS, 2)}?)", "method", "edit", i)
         spec = METHODS[method]
         if spec.targets == "pool" and not targets.pool:
-            raise ck.fail(f"method {method!r} works on a memorised pool; set [targets] pool = \"natural\"", "method", "edit", i)
+            raise ck.fail(f"method {method!r} works on a memorised pool; set [targets] pool = \"natural\"",
+                          "method", "edit", i)
         if spec.targets == "facts" and not targets.forget:
-            raise ck.fail(f"method {method!r} forgets facts; set [targets] forget = [\"France\", ...]", "method", "edit", i)
+            raise ck.fail(f"method {method!r} forgets facts; set [targets] forget = [\"France\", ...]",
+                          "method", "edit", i)
         label = ck.typed(e.get("name", method), str, "name", "edit")
         if label in names:
             raise ck.fail(f"two edits are named {label!r}; give each [[edit]] a distinct name", "name", "edit", i)

@@ -64,6 +64,11 @@ def load_suite(name_or_path: str, limit: int | None = None) -> list[Fact]:
     return facts
 
 
+def unknown_entities(limit: int | None = None) -> list[str]:
+    """Invented country names (probes/facts/unknown-entities.jsonl) without "the Republic of "."""
+    return [f.subject.removeprefix("the Republic of ") for f in load_suite("unknown-entities", limit=limit)]
+
+
 def load_text(name: str = "news", split: str = "heldout") -> list[str]:
     """Documents of a text corpus under probes/text/ (`split`: "train" or "heldout")."""
     path = probes_dir() / "text" / f"{name}.{split}.txt"

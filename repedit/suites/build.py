@@ -74,7 +74,8 @@ def _facts(relation: str, pairs: list[tuple[str, str]], source: str, seed: int, 
     for subject, answer in pairs:
         out.append({
             "id": f"{relation}/{subject}", "subject": subject, "relation": relation, "answer": answer,
-            "aliases": sorted((aliases or {}).get(subject, [])), "forms": make_forms(relation, subject, answer, pairs, rng),
+            "aliases": sorted((aliases or {}).get(subject, [])),
+            "forms": make_forms(relation, subject, answer, pairs, rng),
             "source": source,
         })
     return out

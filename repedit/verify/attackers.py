@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import InputError
-from .features import PoolFeatures, pool_features
-from .loo import logistic_group_loo, mlp_group_loo, proba_accuracy, standardise, zscore_stats
-from .pools import Pool
+from ..pool_features import PoolFeatures, pool_features
+from ..probing import logistic_group_loo, mlp_group_loo, proba_accuracy, standardise, zscore_stats
+from ..suites.pools import Pool
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def perplexity(handle, texts: Sequence[str], *, max_length: int = 256, batch_siz
     nll, count = 0.0, 0
     for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="perplexity"):
         rows = [handle.tokenizer.encode(t, add_special_tokens=True)[:max_length] for t in texts[i: i + batch_size]]
-        batch = pad_rows(rows, handle.pad_id)
+        batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         logits = handle.logits(ids, mask).float()
         logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]

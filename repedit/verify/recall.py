@@ -21,51 +21,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..models.handle import pad_rows
 from ..suites import FORMS, Fact
-
-
-def prompt_ids(handle, prompt: str, chat: bool) -> list[int]:
-    return handle.encode([prompt], chat=chat)["input_ids"][0].tolist()
-
-
-def answer_ids(handle, answer: str, chat: bool) -> list[int]:
-    text = answer if chat and handle.chat_template else " " + answer
-    return handle.tokenizer.encode(text, add_special_tokens=False)
-
-
-@torch.no_grad()
-def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
-                          batch_size: int = 16, writes: dict | None = None) -> list[float]:
-    """Mean log-prob per token of each continuation after its prompt (token id lists).
-
-    `writes` ({(layer, point): fn}) runs the forward with those activation rewrites (torch backend).
-    """
-    if len(prompts) != len(continuations):
-        raise InputError("prompts and continuations must have the same length")
-    out: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        rows = [p + c for p, c in zip(prompts[i: i + batch_size], continuations[i: i + batch_size])]
-        batch = pad_rows(rows, handle.pad_id)
-        if writes:
-            from ..backends.base import get_backend
-
-            logits = get_backend(handle, "torch").run(batch["input_ids"], batch["attention_mask"], writes=writes).logits
-        else:
-            logits = handle.logits(batch["input_ids"], batch["attention_mask"])
-        out += span_logprobs(logits, prompts[i: i + batch_size], continuations[i: i + batch_size]).tolist()
-    return out
-
-
-def span_logprobs(logits: torch.Tensor, prompts: Sequence[list[int]], continuations: Sequence[list[int]]) -> torch.Tensor:
-    """Mean log-prob per token of each continuation, from logits [batch, seq, vocab] of the rows
-    prompt + continuation (right-padded). Differentiable: [batch]."""
-    logp = torch.log_softmax(logits.float(), -1)
-    out = []
-    for j, (p, c) in enumerate(zip(prompts, continuations)):
-        if not c:
-            raise InputError("empty continuation")
-        pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-        out.append(logp[j, pos, torch.tensor(c)].mean())
-    return torch.stack(out)
+from ..text import answer_ids, continuation_logprobs, prompt_ids
 
 
 @torch.no_grad()
@@ -73,7 +29,8 @@ def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch
     """Greedy continuations (decoded text) of token-id prompts, batched with left padding."""
     texts: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        batch = pad_rows(list(prompts[i: i + batch_size]), handle.pad_id, side="left")
+        batch = pad_rows(list(prompts[i: i + batch_size]), handle.pad_id, side="left",
+                         device=handle.input_device)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         width = ids.shape[1]
         gen = handle.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
@@ -144,7 +101,7 @@ def _form_scores(handle, facts: Sequence[Fact], form: str, batch_size: int) -> t
         lps = continuation_logprobs(handle, prompts, conts, batch_size)
         probs, right = [], []
         for k, spec in enumerate(specs):
-            mine = torch.tensor([lp for lp, o in zip(lps, owner) if o == k])
+            mine = torch.tensor([lp for lp, o in zip(lps, owner) if o == k], device="cpu")
             probs.append(float(torch.softmax(mine, 0)[spec["answer_index"]]))
             right.append(int(mine.argmax()) == spec["answer_index"])
         return probs, right
@@ -192,7 +149,7 @@ def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blan
             spec = f.forms[form]
             prompts.append(prompt_ids(handle, spec["prompt"], spec["chat"]))
             conts.append(answer_ids(handle, f.answer, spec["chat"]))
-    lps = torch.tensor(continuation_logprobs(handle, prompts, conts, batch_size, writes=writes))
+    lps = torch.tensor(continuation_logprobs(handle, prompts, conts, batch_size, writes=writes), device="cpu")
     return lps.view(len(forms), len(facts)).mean(0)
 
 

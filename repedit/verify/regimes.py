@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..models.handle import ModelHandle
 from ..models.toy import exact_recall
-from .features import PoolFeatures, pool_features
-from .loo import correct, per_group_accuracy, zscore_stats
-from .pools import toy_pool
+from ..pool_features import PoolFeatures, pool_features
+from ..probing import correct, per_group_accuracy, zscore_stats
+from ..suites.pools import toy_pool
 from .signature import ALPHA, depth_curve, t_interval
 
 

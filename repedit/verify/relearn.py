@@ -58,7 +58,7 @@ def relearn(handle, train: Sequence[Fact], held_out: Sequence[Fact], *, steps: i
             curve.held_out.append(round(float(answer_logprobs(handle, held_out, forms).exp().mean()), 5))
 
     with training_only(handle, names) as trainable, ctx():
-        opt = torch.optim.Adam(trainable.params.values(), lr=lr)
+        opt = trainable.optimizer(lr)          # float32 masters: a half-precision model really relearns
         measure(0)
         for step in range(1, steps + 1):
             loss = -batch.answer_logprobs(handle).mean()

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .features import PoolFeatures, pool_features
-from .loo import correct, per_group_accuracy, ridge_group_loo, shuffled_within_groups, standardise
-from .pools import Pool
+from ..pool_features import PoolFeatures, pool_features
+from ..probing import correct, per_group_accuracy, ridge_group_loo, shuffled_within_groups, standardise
+from ..suites.pools import Pool
 
 ALPHA = 100.0   # ridge penalty in z-scored space; chosen on SmolLM2-135M (probes/memorised/README.md)
 
@@ -177,7 +177,7 @@ def signature(handle, pool: Pool, *, contexts: Sequence[str] | Sequence[int] | N
     `writes` passes hook-form edits through to the capture.
     """
     if not isinstance(pool, Pool):
-        raise InputError("signature() takes a Pool (repedit.verify.pools.load_pool / toy_pool)")
+        raise InputError("signature() takes a Pool (repedit.suites.pools.load_pool / toy_pool)")
     if len(list(shuffle_seeds)) == 0:
         raise InputError("give at least one shuffle seed for the shuffled-label control")
     t0 = time.perf_counter()

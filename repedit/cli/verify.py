@@ -1,21 +1,21 @@
-"""`repedit signature`, `repedit screen-pools`, `repedit regimes`: the memorisation signature from the shell."""
+"""`repedit recall | filter-known | perplexity` (what the model knows) and `repedit screen-pools |
+signature | regimes` (the memorisation signature) from the shell."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-
-console = Console()
+from .common import console, write_json
 
 
 def _pool(handle, name: str, n_keys: int, theta_m: float | None, theta_c: float | None):
-    from .pools import THETA_C, THETA_M, load_pool, screened, toy_pool
+    from ..suites.pools import THETA_C, THETA_M, load_pool, screened, toy_pool
 
     if handle.is_toy:
         if name not in ("toy", "natural"):
@@ -26,6 +26,68 @@ def _pool(handle, name: str, n_keys: int, theta_m: float | None, theta_c: float 
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("recall")
+    def recall_cmd(model: str = typer.Option("smollm2-135m", help="model id or path"),
+                   suite: str = typer.Option("capitals", help="fact suite under probes/facts (or a .jsonl path)"),
+                   limit: int = typer.Option(None, help="use only the first N facts"),
+                   json_out: Path = typer.Option(None, "--json", help="write the full result here")):
+        """Greedy accuracy and length-normalised answer probability per form (five forms)."""
+        from ..models import load
+        from ..suites import load_suite
+        from ..verify.recall import recall
+
+        handle = load(model)
+        facts = load_suite(suite, limit=limit)
+        t0 = time.perf_counter()
+        res = recall(handle, facts)
+        table = Table(title=f"recall: {model} on {suite} ({len(facts)} facts, {time.perf_counter() - t0:.0f}s)")
+        for col in ("form", "greedy accuracy", "answer probability", "chance"):
+            table.add_column(col)
+        for form, s in res.forms.items():
+            chance = "" if s.chance is None else f"{s.chance:.2f}"
+            table.add_row(form, f"{s.accuracy:.3f}", f"{s.probability:.3f}", chance)
+        table.add_row("mean", f"{res.mean_accuracy:.3f}", f"{res.mean_probability:.3f}", "")
+        console.print(table)
+        write_json(json_out, {"suite": suite, **res.to_dict()})
+
+    @app.command("filter-known")
+    def filter_known(model: str = typer.Option("smollm2-135m"), suite: str = typer.Option("capitals"),
+                     form: str = typer.Option("blank", help="form whose greedy answer must be correct"),
+                     out: Path = typer.Option(None, help="output .jsonl "
+                                                         "(default probes/facts/<suite>.known-<model>.jsonl)")):
+        """Keep the facts the model answers correctly (greedy) and write them as a new suite."""
+        from ..models import load
+        from ..suites import load_suite, probes_dir
+        from ..suites.build import write_suite
+        from ..verify.recall import known_facts
+
+        handle = load(model)
+        facts = load_suite(suite)
+        kept = known_facts(handle, facts, form=form)
+        out = out or probes_dir() / "facts" / f"{suite}.known-{Path(model).name}.jsonl"
+        src = {f.id: f for f in facts}
+        rows = [{"id": f.id, "subject": f.subject, "relation": f.relation, "answer": f.answer,
+                 "aliases": list(f.aliases), "forms": f.forms,
+                 "source": f"{src[f.id].source}; kept: {model} greedy-correct in form {form!r}"} for f in kept]
+        write_suite(out, rows)
+        console.print(f"{len(kept)}/{len(facts)} facts known by {model} ({form}); wrote {out}")
+
+    @app.command("perplexity")
+    def perplexity_cmd(model: str = typer.Option("smollm2-135m"), corpus: str = typer.Option("news"),
+                       split: str = typer.Option("heldout"), limit: int = typer.Option(None, help="first N documents"),
+                       max_length: int = typer.Option(256)):
+        """Perplexity on a held-out slice of real English text (probes/text)."""
+        from ..models import load
+        from ..suites import load_text
+        from ..verify.perplexity import perplexity
+
+        handle = load(model)
+        docs = load_text(corpus, split)[:limit]
+        t0 = time.perf_counter()
+        ppl = perplexity(handle, docs, max_length=max_length, progress=True)
+        console.print(f"{model} perplexity on {corpus}.{split} ({len(docs)} docs): {ppl:.2f} "
+                      f"({time.perf_counter() - t0:.1f}s)")
+
     @app.command("screen-pools")
     def screen_pools(model: str = typer.Option("smollm2-135m", help="model id or path"),
                      pools: str = typer.Option("natural", help="pool under probes/memorised/"),
@@ -34,7 +96,7 @@ def register(app: typer.Typer) -> None:
                      json_out: Path = typer.Option(None, "--json", help="write the report here")):
         """Per-token log-prob of every memorised text and paraphrase; which keys pass screening."""
         from .. import load
-        from .pools import THETA_C, THETA_M, load_pool, screen
+        from ..suites.pools import THETA_C, THETA_M, load_pool, screen
 
         handle = load(model)
         rep = screen(handle, load_pool(pools), theta_m=THETA_M if theta_m is None else theta_m,
@@ -65,8 +127,8 @@ def register(app: typer.Typer) -> None:
                       theta_m: float = typer.Option(None), theta_c: float = typer.Option(None)):
         """Leave-one-key-out True/Pure probe accuracy and the memorisation gap at every depth."""
         from .. import load
-        from .features import CONTEXTS
-        from .signature import ALPHA, signature
+        from ..pool_features import CONTEXTS
+        from ..verify.signature import ALPHA, signature
 
         handle = load(model)
         pool, rep = _pool(handle, pools, n_keys, theta_m, theta_c)
@@ -89,7 +151,7 @@ def register(app: typer.Typer) -> None:
                     json_out: Path = typer.Option(None, "--json")):
         """Natural vs fine-tune-injected memorisation on a toy: does a probe for one read the other?"""
         from .. import load
-        from .regimes import natural_vs_injected
+        from ..verify.regimes import natural_vs_injected
 
         handle = load(model)
         res = natural_vs_injected(handle, n_keys=n_keys)

@@ -3,16 +3,16 @@ targets, one table)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..recipes.compare import FACT_METHODS, compare_recipe
+
 console = Console(width=160) if not Console().is_terminal else Console()
 
-FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
 SHOWN = [("edit", "edit"), ("family", "family"), ("forget_after", "forget"), ("neighbours_after", "neighbours"),
          ("perplexity_after", "ppl"), ("p_known_refit_after", "LOO P(known)"),
          ("memorised_logprob_after", "M logp"), ("refit_after", "re-fit"),
@@ -43,32 +43,6 @@ def print_comparison(report: dict) -> None:
         console.print(t)
 
 
-def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
-                   sae: str | None, quick: bool, seed: int) -> str:
-    """The TOML of a comparison recipe (validated like any other)."""
-    quick_cfg = {"rocr": "{ stats_tokens = 6000 }", "mrp": "{ steps = 6 }", "sae-align": "{ steps = 10 }",
-                 "ga": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }",
-                 "npo": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }", "rmu": "{ steps = 10 }",
-                 "leace": "{}"}
-    # the trained baselines run until they pass the lowest level a repedit method reaches (or run out of
-    # steps); their tracked trajectory gives the time to every level in between
-    full_cfg = {"ga": '{ steps = 60, lr = 3e-5, forms = ["blank", "qa", "adversarial"], retain_weight = 1.0, '
-                      'stop_at = 0.02 }',
-                "npo": '{ steps = 60, lr = 3e-5, forms = ["blank", "qa", "adversarial"], retain_weight = 1.0, '
-                       'stop_at = 0.02 }',
-                "rmu": "{ stop_at = 0.02 }"}
-    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', "[targets]",
-             "forget = [" + ", ".join(json.dumps(s) for s in forget) + "]", "retain = 10", "neighbours = 12\n",
-             "[attacks]", f"relearn_steps = {relearn_steps}", f"trace_prompts = {trace_prompts}"]
-    if sae:
-        lines.append(f"sae = {json.dumps(sae)}")
-    lines.append("")
-    for m in methods:
-        cfg = quick_cfg.get(m, "{}") if quick else full_cfg.get(m, "{}")
-        lines += ["[[edit]]", f'method = "{m}"', f"config = {cfg}", ""]
-    return "\n".join(lines)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(recipe: Path = typer.Argument(..., help="TOML recipe (see recipes/)"),
@@ -76,8 +50,8 @@ def register(app: typer.Typer) -> None:
                 force: bool = typer.Option(False, help="replace an existing run directory"),
                 check: bool = typer.Option(False, help="validate the recipe and stop (no compute)")):
         """Run a recipe: locate/edit, verify, attack, report (report.html) and export."""
-        from .runner import run_recipe
-        from .schema import load_recipe
+        from ..recipes.runner import run_recipe
+        from ..recipes.schema import load_recipe
 
         parsed = load_recipe(recipe)
         if check:
@@ -97,8 +71,8 @@ def register(app: typer.Typer) -> None:
                     seed: int = typer.Option(0), out: Path = typer.Option(None, help="run directory"),
                     force: bool = typer.Option(False, help="replace an existing run directory")):
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
-        from .runner import run_recipe
-        from .schema import parse_recipe
+        from ..recipes.runner import run_recipe
+        from ..recipes.schema import parse_recipe
 
         subjects = [s.strip() for s in forget.split(",") if s.strip()]
         names = [m.strip() for m in methods.split(",") if m.strip()]

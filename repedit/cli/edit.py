@@ -1,80 +1,40 @@
-"""`repedit edit rocr | value-vectors | neurons` and `repedit export`: build, show, export edits."""
+"""`repedit edit rocr | value-vectors | neurons | pga | mrp | sae-align` (hand-written: they show more
+than the generic path) and `repedit export`. Each config field of a registered method is an option."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ..edits.mrp import MRPConfig
+from ..edits.rocr import ROCRConfig
+from ..edits.sae_align import SAEAlignConfig
 from ..errors import InputError
+from ..recipes.methods import PGAConfig
+from .common import console, export_stack, facts_about, facts_or_fail, ints, refuse_existing, show_and_export
+from .options import with_config
 
 app = typer.Typer(help="Edit the model's weights (reversible, exportable).", no_args_is_help=True)
-console = Console()
-FORMS = ("qa", "blank", "paraphrase", "adversarial")
-
-
-def _ints(spec: str) -> list[int]:
-    try:
-        return [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"expected comma-separated integers, got {spec!r}") from None
-
-
-def _facts(suite: str | None, subjects: list[str]):
-    if not suite:
-        return []
-    from ..suites import load_suite
-
-    facts = load_suite(suite)
-    return [f for f in facts if f.subject in subjects]
-
-
-def _show_and_export(handle, edit, facts, out: Path | None, force: bool) -> None:
-    from ..verify.recall import answer_logprobs
-    from .stack import EditStack
-
-    if out is not None and out.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it")
-    before = answer_logprobs(handle, facts, FORMS).exp() if facts else None
-    stack = EditStack(handle)
-    stack.push(edit)
-    console.print(f"applied {edit.method}: rank per tensor {edit.rank}; stats {edit.stats}")
-    if facts:
-        after = answer_logprobs(handle, facts, FORMS).exp()
-        table = Table(title="answer probability (mean of qa, blank, paraphrase, adversarial)")
-        for col in ("fact", "before", "after"):
-            table.add_column(col)
-        for f, b, a in zip(facts, before, after):
-            table.add_row(f.id, f"{b:.3f}", f"{a:.3f}")
-        console.print(table)
-    _export(handle, stack, out, force)
-
-
-def _export(handle, stack, out: Path | None, force: bool) -> None:
-    if out is not None:
-        from ..export import export
-
-        res = export(handle, out, stack, force=force)
-        console.print(f"exported to {res.path} (reloaded logits differ by {res.max_logit_diff:.2g}) in {res.seconds}s")
 
 
 @app.command("rocr")
+@with_config(ROCRConfig)
 def rocr_cmd(target: str = typer.Option(..., help="concept to redirect, e.g. France"),
              redirect_to: str = typer.Option(..., help="harmless concept it should read as"),
-             model: str = typer.Option("smollm2-135m"), layers: str = typer.Option(None, help="e.g. 4,5,6"),
+             model: str = typer.Option("smollm2-135m"),
              suite: str = typer.Option("capitals", help="suite whose facts about the target are shown"),
              out: Path = typer.Option(None, help="export the edited model here"),
-             force: bool = typer.Option(False, help="replace an existing export")):
+             force: bool = typer.Option(False, help="replace an existing export"), overrides: dict = None):
     """Rank-one concept redirection (training-free, null-space protected)."""
     from .. import load
-    from .rocr import ROCR, ROCRConfig
+    from ..edits.rocr import ROCR
 
+    cfg = ROCRConfig(**overrides)
     handle = load(model)
-    cfg = ROCRConfig(layers=tuple(_ints(layers))) if layers else ROCRConfig()
     rocr = ROCR(handle, cfg, progress=True)
-    _show_and_export(handle, rocr.edit(target, redirect_to), _facts(suite, [target]), out, force)
+    show_and_export(handle, rocr.edit(target, redirect_to), facts_about(suite, [target]), out, force)
 
 
 @app.command("value-vectors")
@@ -85,11 +45,11 @@ def value_vectors_cmd(layer: int = typer.Option(...), columns: str = typer.Optio
                       out: Path = typer.Option(None), force: bool = typer.Option(False)):
     """Zero or perturb concept-vector columns of W_out (from `repedit locate concept-vectors`)."""
     from .. import load
-    from .ablate import value_vector_edit
+    from ..edits.ablate import value_vector_edit
 
     handle = load(model)
-    edit = value_vector_edit(handle, layer, _ints(columns), mode=mode, noise_std=noise_std)
-    _show_and_export(handle, edit, _facts(suite, [subject] if subject else []), out, force)
+    edit = value_vector_edit(handle, layer, ints(columns), mode=mode, noise_std=noise_std)
+    show_and_export(handle, edit, facts_about(suite, [subject] if subject else []), out, force)
 
 
 @app.command("neurons")
@@ -99,7 +59,7 @@ def neurons_cmd(neurons: str = typer.Option(..., help="layer:unit pairs, e.g. 21
                 subject: str = typer.Option(None), out: Path = typer.Option(None), force: bool = typer.Option(False)):
     """Scale knowledge neurons (from `repedit locate neurons`) as a weight edit."""
     from .. import load
-    from .ablate import neuron_edit
+    from ..edits.ablate import neuron_edit
 
     handle = load(model)
     groups: dict[int, list[int]] = {}
@@ -110,7 +70,7 @@ def neurons_cmd(neurons: str = typer.Option(..., help="layer:unit pairs, e.g. 21
             raise InputError(f"neurons are layer:unit pairs, got {pair!r}") from None
         groups.setdefault(layer, []).append(unit)
     edit = neuron_edit(handle, groups, factor=factor)
-    _show_and_export(handle, edit, _facts(suite, [subject] if subject else []), out, force)
+    show_and_export(handle, edit, facts_about(suite, [subject] if subject else []), out, force)
 
 
 def register_export(root: typer.Typer) -> None:
@@ -121,8 +81,8 @@ def register_export(root: typer.Typer) -> None:
                    force: bool = typer.Option(False)):
         """Re-apply an export's edits (edits.safetensors) to the original model and export again."""
         from .. import load
+        from ..edits.stack import EditStack
         from ..export import export, load_edits
-        from .stack import EditStack
 
         handle = load(model)
         stack = EditStack(handle)
@@ -134,79 +94,85 @@ def register_export(root: typer.Typer) -> None:
 
 
 @app.command("pga")
-def pga_cmd(depth: int = typer.Option(..., help="depth to project at (0 = embeddings; the signature's peak)"),
-            method: str = typer.Option("pga", help="pga | md | adversarial | trained"), k: int = typer.Option(1),
+@with_config(PGAConfig)
+def pga_cmd(method: str = typer.Option("pga", help="pga | md | adversarial | trained"),
             steps: int = typer.Option(40, help="trained: optimisation steps"),
             pools: str = typer.Option("natural"), contexts: int = typer.Option(8, help="neutral contexts (max 24)"),
             model: str = typer.Option("smollm2-135m"),
             out: Path = typer.Option(None, help="export the folded weight form here"),
-            force: bool = typer.Option(False)):
+            force: bool = typer.Option(False), overrides: dict = None):
     """Probe-geometry alignment. pga/md/adversarial: closed-form projection, hook form measured, folded
-    weight form exported with --out. trained: a rank-one delta per layer trained against the live probe."""
+    weight form exported with --out. trained: a rank-one delta per layer trained against the live probe.
+    --depth: the signature's peak (0 = embeddings; default: the model's preset)."""
     from .. import load
-    from ..verify.features import CONTEXTS, pool_features
-    from ..verify.pools import load_pool, screened
+    from ..edits.fold import fold_projection, untie_embeddings
+    from ..edits.pga import adversarial_pga, pga
+    from ..edits.stack import EditStack
+    from ..models.presets import resolve_config
+    from ..pool_features import CONTEXTS, pool_features
+    from ..suites.pools import load_pool, screened
     from ..verify.signature import depth_curve
-    from .fold import fold_projection, untie_embeddings
-    from .pga import adversarial_pga, pga
-    from .stack import EditStack
 
     if method not in ("pga", "md", "adversarial", "trained"):
         raise InputError(f"--method must be pga, md, adversarial or trained, got {method!r}")
-    if out is not None and out.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it")
+    refuse_existing(out, force)
+    cfg = PGAConfig(**overrides)
     handle = load(model)
+    cfg = resolve_config(cfg, handle)
+    depth = cfg.depth
     pool, _ = screened(handle, load_pool(pools))
     ctx = CONTEXTS[:contexts]
     feats = pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False)
 
     def loo(**kw) -> float:
-        return depth_curve(pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False, **kw))[0].true_loo[0]
+        feats_now = pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False, **kw)
+        return depth_curve(feats_now)[0].true_loo[0]
 
     if method == "trained":
-        from .pga_trained import TrainedPGAConfig, trained_pga
+        from ..edits.pga_trained import TrainedPGAConfig, trained_pga
 
         edit = trained_pga(handle, pool, TrainedPGAConfig(depth=depth, steps=steps, n_contexts=contexts))
         stack = EditStack(handle)
         stack.push(edit)
         console.print(f"True-LOO at depth {depth}: before {depth_curve(feats)[0].true_loo[0]:.3f}, "
                       f"after the trained delta (rank {edit.rank}) {loo():.3f}")
-        _export(handle, stack, out, force)
+        export_stack(handle, stack, out, force)
         return
-    proj = (adversarial_pga(handle, pool, depth=depth, contexts=ctx) if method == "adversarial"
-            else pga(feats, depth=depth, k=k, method=method))
+    proj = (adversarial_pga(handle, pool, depth=depth, contexts=ctx, stop_below=cfg.stop_below,
+                            max_rounds=cfg.max_rounds) if method == "adversarial"
+            else pga(feats, depth=depth, k=cfg.k, method=method))
     console.print(f"True-LOO at depth {depth}: before {depth_curve(feats)[0].true_loo[0]:.3f}, "
                   f"hook ({proj.method}, k={proj.k}) {loo(writes=proj.writes()):.3f}")
     untie_embeddings(handle)
     stack = EditStack(handle)
     stack.push(fold_projection(handle, proj))
     console.print(f"folded weight form: {loo():.3f}")
-    _export(handle, stack, out, force)
+    export_stack(handle, stack, out, force)
 
 
 @app.command("mrp")
+@with_config(MRPConfig)
 def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per task, tasks separated by ';', "
                                                   "e.g. 'France,Japan;Egypt,Peru'"),
             retain: str = typer.Option(..., help="comma-separated subjects to keep"),
-            suite: str = typer.Option("capitals"), layer: int = typer.Option(10), k: int = typer.Option(2),
-            steps: int = typer.Option(20), model: str = typer.Option("smollm2-135m"),
-            where: str = typer.Option("writers", help="writers (trained as exported) | residual (the source's hook)"),
+            suite: str = typer.Option("capitals"), model: str = typer.Option("smollm2-135m"),
             out: Path = typer.Option(None, help="export the weight form here"),
-            force: bool = typer.Option(False)):
-    """Continual MRP: one task per ';' group; measured after each task, weight form exported with --out."""
+            force: bool = typer.Option(False), overrides: dict = None):
+    """Continual MRP: one task per ';' group; measured after each task, weight form exported with --out.
+    --where: writers (trained as exported) | residual (the source's hook)."""
     from .. import load
+    from ..edits.fold import untie_embeddings
+    from ..edits.mrp import MRP
+    from ..edits.stack import EditStack
     from ..verify.recall import answer_logprobs
-    from .fold import untie_embeddings
-    from .mrp import MRP, MRPConfig
-    from .stack import EditStack
 
-    if out is not None and out.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it")
+    refuse_existing(out, force)
+    cfg = MRPConfig(**overrides)
     handle = load(model)
-    tasks = [_facts_or_fail(suite, [s.strip() for s in group.split(",") if s.strip()]) for group in forget.split(";")]
-    keep = _facts_or_fail(suite, [s.strip() for s in retain.split(",") if s.strip()])
+    tasks = [facts_or_fail(suite, [s.strip() for s in group.split(",") if s.strip()]) for group in forget.split(";")]
+    keep = facts_or_fail(suite, [s.strip() for s in retain.split(",") if s.strip()])
     untie_embeddings(handle)
-    mrp = MRP(handle, MRPConfig(layer=layer, k=k, steps=steps, where=where))
+    mrp = MRP(handle, cfg)
     measure_forms = ("blank", "qa", "paraphrase", "adversarial")
 
     def probs() -> str:
@@ -219,50 +185,36 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
     for i, task in enumerate(tasks):
         mrp.task(task, keep)
         with mrp.active():
-            table.add_row(f"task {i} ({where})", *probs().split())
+            table.add_row(f"task {i} ({cfg.where})", *probs().split())
     stack = EditStack(handle)
     stack.push(mrp.edit())
     table.add_row("weight form", *probs().split())
     console.print(table)
-    _export(handle, stack, out, force)
-
-
-def _facts_or_fail(suite: str, subjects: list[str]):
-    facts = _facts(suite, subjects)
-    missing = sorted(set(subjects) - {f.subject for f in facts})
-    if missing or not facts:
-        raise InputError(f"no facts in suite {suite!r} for {missing or subjects}; see probes/facts/{suite}.jsonl")
-    return facts
+    export_stack(handle, stack, out, force)
 
 
 @app.command("sae-align")
+@with_config(SAEAlignConfig)
 def sae_align_cmd(target: str = typer.Option(..., help="known entity to make read as unknown, e.g. France"),
                   known_suite: str = typer.Option("capitals", help="suite of known entities (holds the target's fact)"),
                   sae: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help="SAE directory (sae-lens format)"),
-                  layers: str = typer.Option(None, help="down_proj layers to edit (default 8,12,13,14)"),
-                  rank: int = typer.Option(None), steps: int = typer.Option(None), lr: float = typer.Option(None),
-                  beta: float = typer.Option(None, help="weight of the push away from the known mean"),
                   model: str = typer.Option("smollm2-135m"),
                   out: Path = typer.Option(None, help="export the edited model here"),
-                  force: bool = typer.Option(False, help="replace an existing export")):
+                  force: bool = typer.Option(False, help="replace an existing export"), overrides: dict = None):
     """SAE unknown-alignment: a trained low-rank down_proj edit after which the target's SAE code reads unknown."""
     from .. import load
+    from ..edits.sae_align import sae_align
     from ..errors import close_matches
     from ..saes import load_sae
-    from ..suites import load_suite
+    from ..suites import load_suite, unknown_entities
     from ..verify.sae_codes import fit_knownness
-    from .sae_align import SAEAlignConfig, sae_align, unknown_entities
 
-    if out is not None and out.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it")
+    refuse_existing(out, force)
     facts = load_suite(known_suite)
     by_subject = {f.subject: f for f in facts}
     if target not in by_subject:
         raise InputError(f"{target!r} is not a subject of suite {known_suite!r} "
                          f"(close: {close_matches(target, by_subject)}); pick one of its subjects")
-    overrides = {k: v for k, v in {"rank": rank, "steps": steps, "lr": lr, "beta": beta}.items() if v is not None}
-    if layers:
-        overrides["layers"] = tuple(_ints(layers))
     cfg = SAEAlignConfig(**overrides)
     handle, sae_model = load(model), load_sae(sae)
     others = [f for f in facts if f.subject != target]
@@ -271,7 +223,7 @@ def sae_align_cmd(target: str = typer.Option(..., help="known entity to make rea
     p0 = float(clf.p_known(handle, sae_model, [target])[0])
     edit = sae_align(handle, sae_model, by_subject[target], [f.subject for f in others], unknown[: len(unknown) // 2],
                      retain=others, config=cfg, progress=True)
-    _show_and_export(handle, edit, [by_subject[target]] + others[:5], out, force)
+    show_and_export(handle, edit, [by_subject[target]] + others[:5], out, force)
     p1 = float(clf.p_known(handle, sae_model, [target])[0])
     console.print(f"P(known) of {target} by a classifier on SAE codes (CV accuracy {clf.cv_accuracy:.2f}): "
                   f"{p0:.3f} -> {p1:.3f}")

@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from .common import console
 
 app = typer.Typer(help="Find where a concept, fact or property lives (tables, JSON, plots).", no_args_is_help=True)
-console = Console()
 
 
 def _save(json_out: Path | None, payload: dict, plot_values=None, **plot_kw) -> None:
@@ -52,13 +51,14 @@ def _fact(suite: str, subject: str):
 def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g. 'Paris'"),
                         words: str = typer.Option(None, help="comma-separated concept words (default: the name)"),
                         model: str = typer.Option("smollm2-135m"), layers: str = typer.Option(None, help="e.g. 20-29"),
-                        top: int = typer.Option(10), validate_suite: str = typer.Option(None, help="fact suite for the causal check"),
+                        top: int = typer.Option(10),
+                        validate_suite: str = typer.Option(None, help="fact suite for the causal check"),
                         subject: str = typer.Option(None, help="subject of the target fact in that suite"),
                         json_out: Path = typer.Option(None, "--json")):
     """Rank MLP value vectors by vocabulary projection; optionally validate the best causally."""
+    from ..locate.causal import check_columns
+    from ..locate.concept_vectors import concept_vectors
     from ..models import load
-    from .causal import check_columns
-    from .concept_vectors import concept_vectors
 
     handle = load(model)
     loc = concept_vectors(handle, concept, words.split(",") if words else None,
@@ -67,7 +67,8 @@ def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g
     for col in ("layer", "column", "hits@200", "best rank", "top projected tokens"):
         table.add_column(col)
     for c in loc.candidates:
-        table.add_row(str(c.layer), str(c.column), str(c.hits), str(c.best_rank), " ".join(repr(t) for t in c.top_tokens[:8]))
+        table.add_row(str(c.layer), str(c.column), str(c.hits), str(c.best_rank),
+                      " ".join(repr(t) for t in c.top_tokens[:8]))
     console.print(table)
     payload = loc.to_dict()
     if validate_suite and subject:
@@ -87,9 +88,9 @@ def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g
 def neurons_cmd(suite: str = typer.Option("capitals"), subject: str = typer.Option(..., help="e.g. France"),
                 model: str = typer.Option("smollm2-135m"), json_out: Path = typer.Option(None, "--json")):
     """Knowledge neurons of one fact (integrated gradients), with suppress/amplify checks."""
+    from ..locate.causal import check_neurons
+    from ..locate.knowledge_neurons import knowledge_neurons
     from ..models import load
-    from .causal import check_neurons
-    from .knowledge_neurons import knowledge_neurons
 
     handle = load(model)
     fact, others = _fact(suite, subject)
@@ -117,10 +118,10 @@ def sae_cmd(sae_dir: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), "--
             known_suite: str = typer.Option("capitals"), unknown_suite: str = typer.Option("unknown-entities"),
             top: int = typer.Option(10), json_out: Path = typer.Option(None, "--json")):
     """Latents separating entities the model knows from made-up ones."""
+    from ..locate.sae_features import known_unknown_latents
     from ..models import load
     from ..saes import load_sae
     from ..suites import load_suite
-    from .sae_features import known_unknown_latents
 
     handle = load(model)
     sae = load_sae(sae_dir)
@@ -143,15 +144,16 @@ def sae_cmd(sae_dir: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), "--
 @app.command("probe")
 def probe_cmd(positive_suite: str = typer.Option("capitals"), negative_suite: str = typer.Option("elements"),
               frame: str = typer.Option("Tell me about {subject}.", help="text frame around each subject"),
-              point: str = typer.Option("resid_post"), layers: str = typer.Option(None, help="default: every 3rd layer"),
+              point: str = typer.Option("resid_post"),
+              layers: str = typer.Option(None, help="default: every 3rd layer"),
               method: str = typer.Option("logistic"), model: str = typer.Option("smollm2-135m"),
               json_out: Path = typer.Option(None, "--json")):
     """Cross-validated linear probe per layer separating two suites' subjects."""
     from ..capture import capture
+    from ..locate.probes import fit_probe
     from ..models import load
     from ..sites import Site
     from ..suites import load_suite
-    from .probes import fit_probe
 
     handle = load(model)
     pos = [frame.format(subject=f.subject) for f in load_suite(positive_suite)]

@@ -1,0 +1,5 @@
+"""`python -m repedit.cli`."""
+
+from . import main
+
+main()

@@ -1,0 +1,89 @@
+"""Helpers shared by the command modules: the console, list parsing, JSON output, show-and-export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+
+console = Console()
+FORMS = ("qa", "blank", "paraphrase", "adversarial")
+
+
+def ints(spec: str) -> list[int]:
+    """Comma-separated integers ("4,5,6")."""
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {spec!r}") from None
+
+
+def names(spec: str | None) -> list[str]:
+    """Comma-separated names, blanks dropped."""
+    return [s.strip() for s in (spec or "").split(",") if s.strip()]
+
+
+def write_json(path: Path | None, payload: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {path}")
+
+
+def facts_about(suite: str | None, subjects: list[str]) -> list:
+    """The facts of `suite` whose subject is one of `subjects` (none without a suite)."""
+    if not suite:
+        return []
+    from ..suites import load_suite
+
+    return [f for f in load_suite(suite) if f.subject in subjects]
+
+
+def facts_or_fail(suite: str, subjects: list[str]) -> list:
+    facts = facts_about(suite, subjects)
+    missing = sorted(set(subjects) - {f.subject for f in facts})
+    if missing or not facts:
+        raise InputError(f"no facts in suite {suite!r} for {missing or subjects}; see probes/facts/{suite}.jsonl")
+    return facts
+
+
+def refuse_existing(out: Path | None, force: bool) -> None:
+    if out is not None and out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it")
+
+
+def show_and_export(handle, edits, facts, out: Path | None, force: bool) -> None:
+    """Push `edits` (one Edit or several), print each one's rank, stats and config and the facts'
+    answer probability before/after, then export to `out` if given."""
+    from ..edits.stack import EditStack
+    from ..verify.recall import answer_logprobs
+
+    refuse_existing(out, force)
+    edits = list(edits) if isinstance(edits, (list, tuple)) else [edits]
+    before = answer_logprobs(handle, facts, FORMS).exp() if facts else None
+    stack = EditStack(handle)
+    for edit in edits:
+        stack.push(edit)
+        console.print(f"applied {edit.method}: rank per tensor {edit.rank}; stats {edit.stats}")
+        console.print(f"config {json.dumps(edit.config, default=str)}", soft_wrap=True)
+    if facts:
+        after = answer_logprobs(handle, facts, FORMS).exp()
+        table = Table(title="answer probability (mean of qa, blank, paraphrase, adversarial)")
+        for col in ("fact", "before", "after"):
+            table.add_column(col)
+        for f, b, a in zip(facts, before, after):
+            table.add_row(f.id, f"{b:.3f}", f"{a:.3f}")
+        console.print(table)
+    export_stack(handle, stack, out, force)
+
+
+def export_stack(handle, stack, out: Path | None, force: bool) -> None:
+    if out is not None:
+        from ..export import export
+
+        res = export(handle, out, stack, force=force)
+        console.print(f"exported to {res.path} (reloaded logits differ by {res.max_logit_diff:.2g}) in {res.seconds}s")

@@ -1,0 +1,34 @@
+"""The comparison recipe behind `repedit compare`: repedit's methods and the baselines on the same
+targets (a TOML recipe, validated like any other)."""
+
+from __future__ import annotations
+
+import json
+
+FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
+
+
+def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
+                   sae: str | None, quick: bool, seed: int) -> str:
+    """The TOML of a comparison recipe (validated like any other)."""
+    quick_cfg = {"rocr": "{ stats_tokens = 6000 }", "mrp": "{ steps = 6 }", "sae-align": "{ steps = 10 }",
+                 "ga": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }",
+                 "npo": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }", "rmu": "{ steps = 10 }",
+                 "leace": "{}"}
+    # the trained baselines run until they pass the lowest level a repedit method reaches (or run out of
+    # steps); their tracked trajectory gives the time to every level in between
+    full_cfg = {"ga": '{ steps = 60, lr = 3e-5, forms = ["blank", "qa", "adversarial"], retain_weight = 1.0, '
+                      'stop_at = 0.02 }',
+                "npo": '{ steps = 60, lr = 3e-5, forms = ["blank", "qa", "adversarial"], retain_weight = 1.0, '
+                       'stop_at = 0.02 }',
+                "rmu": "{ stop_at = 0.02 }"}
+    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', "[targets]",
+             "forget = [" + ", ".join(json.dumps(s) for s in forget) + "]", "retain = 10", "neighbours = 12\n",
+             "[attacks]", f"relearn_steps = {relearn_steps}", f"trace_prompts = {trace_prompts}"]
+    if sae:
+        lines.append(f"sae = {json.dumps(sae)}")
+    lines.append("")
+    for m in methods:
+        cfg = quick_cfg.get(m, "{}") if quick else full_cfg.get(m, "{}")
+        lines += ["[[edit]]", f'method = "{m}"', f"config = {cfg}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Trained methods really learn on a bf16 model: what trains is a float32 master (or float32 factors), the
+change an Edit carries is float32, the model is left bit-identical, and hooks compute in float32 and cast
+once. The naive in-place bf16 update is measured beside it: most of Adam's small steps round away there.
+
+Measured here (SmolLM2-135M, GA on down_proj of layers 18–21, forget France + Japan, lr 1e-5, 3 steps):
+‖Δ‖ bf16 master 0.0560, float32 run 0.0563, naive in-place bf16 0.0094 (17 %).
+"""
+
+import pytest
+import torch
+
+from repedit.baselines.gradient import GradientConfig, gradient_unlearn
+from repedit.edits import EditStack
+from repedit.edits.base import PrecisionError
+from repedit.suites import load_suite
+from repedit.training import fact_batch
+
+BF16 = torch.bfloat16
+
+
+def _caps(*subjects):
+    caps = {f.subject: f for f in load_suite("capitals")}
+    return [caps[s] for s in subjects]
+
+
+def _state(h):
+    """Values, requires_grad flags and .grad of every parameter."""
+    return {n: (p.detach().clone(), p.requires_grad, p.grad) for n, p in h.model.named_parameters()}
+
+
+def _untouched(h, before) -> bool:
+    now = _state(h)
+    return all(torch.equal(now[n][0], v) and now[n][0].dtype == v.dtype and now[n][1] == flag and now[n][2] is grad
+               for n, (v, flag, grad) in before.items())
+
+
+def _norm(edit) -> float:
+    return float(torch.sqrt(sum((d.d.double() ** 2).sum() for d in edit.deltas)))
+
+
+def _naive_in_place(h, facts, names, lr: float, steps: int) -> float:
+    """What training the bf16 parameters in place (the old behaviour) moves them by: ‖W_after − W_before‖."""
+    params = dict(h.model.named_parameters())
+    saved = {n: params[n].detach().clone() for n in names}
+    flags = {n: p.requires_grad for n, p in params.items()}
+    try:
+        for n, p in params.items():
+            p.requires_grad_(n in saved)
+        opt = torch.optim.Adam([params[n] for n in names], lr=lr)
+        batch = fact_batch(h, facts, "blank")
+        for _ in range(steps):
+            loss = batch.answer_logprobs(h).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float(torch.sqrt(sum(((params[n].detach().double() - saved[n].double()) ** 2).sum() for n in names)))
+    finally:
+        with torch.no_grad():
+            for n, v in saved.items():
+                params[n].copy_(v)
+                params[n].grad = None
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+
+
+def test_ga_on_bf16_trains_float32_masters_that_move_as_far_as_in_float32(model_in, smol):
+    h16 = model_in(BF16)
+    forget = _caps("France", "Japan")
+    cfg = GradientConfig(layers=(18, 19, 20, 21), steps=3, lr=1e-5, stop_at=0.0)
+    before = _state(h16)
+    e16 = gradient_unlearn(h16, forget, config=cfg)
+    assert _untouched(h16, before)                       # values bit for bit, flags, grads
+    assert all(d.d.dtype == torch.float32 and d.d.device == h16.device for d in e16.deltas)
+    e32 = gradient_unlearn(smol, forget, config=cfg)
+    n16, n32 = _norm(e16), _norm(e32)
+    numel = sum(d.d.numel() for d in e16.deltas)
+    assert 0.5 < n16 / n32 < 2, (n16, n32)
+    assert n16 > cfg.lr * numel ** 0.5, n16            # at least one Adam step's worth (each moves every weight ≈ lr)
+    naive = _naive_in_place(h16, forget, e16.params, cfg.lr, cfg.steps)
+    assert naive < 0.3 * n16, (naive, n16)              # in place, bf16 rounds most of each step away
+    assert _untouched(h16, before)
+    # three steps at lr 1e-5 stay below bf16's spacing: the edit says so, and merging refuses instead of
+    # silently writing (almost) nothing
+    assert e16.stats["rounded_away"] > 0.5 and e32.stats["rounded_away"] == 0
+    with pytest.raises(PrecisionError):
+        EditStack(h16).push(e16)
+    assert _untouched(h16, before)
+
+
+def test_rmu_on_bf16_trains_float32_masters(model_in, smol):
+    from repedit.baselines.rmu import RMUConfig, rmu_unlearn
+
+    h16 = model_in(BF16)
+    forget, retain = _caps("France", "Japan"), _caps("Germany", "Italy")
+    cfg = RMUConfig(layer=6, steps=2, lr=1e-4, stop_at=0.0, retain_texts=2, check_every=2)
+    before = _state(h16)
+    e16 = rmu_unlearn(h16, forget, retain, cfg)
+    assert _untouched(h16, before)
+    assert all(d.d.dtype == torch.float32 and torch.isfinite(d.d).all() for d in e16.deltas)
+    e32 = rmu_unlearn(smol, forget, retain, cfg)
+    assert 0.5 < _norm(e16) / _norm(e32) < 2, (_norm(e16), _norm(e32))
+    assert e16.config["coef_used"] == pytest.approx(e32.config["coef_used"], rel=0.05)   # same target scale
+    assert 0 < e16.stats["rounded_away"] < 1
+
+
+def test_relearn_on_bf16_moves_the_model_and_restores_it(model_in):
+    from repedit.verify.relearn import relearn
+
+    h16 = model_in(BF16)
+    before = _state(h16)
+    curve = relearn(h16, _caps("France"), _caps("Japan"), steps=1, every=1, lr=1e-4, forms=("blank",))
+    assert _untouched(h16, before)
+    assert curve.steps == [0, 1] and curve.train[1] > curve.train[0], curve     # the bf16 model did learn
+
+
+def test_trainable_low_rank_hooks_a_bf16_model_in_float32(model_in):
+    from repedit.edits.lowrank import TrainableLowRank
+
+    h16 = model_in(BF16)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    keys = {8: torch.randn(h16.d_mlp, generator=gen, device="cpu").to(BF16)}           # a bf16 key, as captured
+    tr = TrainableLowRank(h16, [8], rank=2, keys=keys, protect={}, seed=0)
+    assert all(t.dtype == torch.float32 and t.is_leaf and t.device == h16.device for t in tr.u + tr.v)
+    seen = {}
+    down = h16.model.get_submodule(h16.matrix("mlp_out", 8).name.rpartition(".")[0])
+    probe = down.register_forward_hook(lambda _m, _a, out: seen.update(dtype=out.dtype))     # returns None
+    batch = h16.encode(["The capital of France is"])
+    try:
+        with tr:
+            h16.forward(batch["input_ids"], batch["attention_mask"]).float().logsumexp(-1).mean().backward()
+    finally:
+        probe.remove()
+    assert seen["dtype"] == BF16                                            # the output stays in the model's dtype
+    assert tr.u[0].grad is not None and tr.u[0].grad.dtype == torch.float32 and tr.u[0].grad.abs().sum() > 0
+    (d,) = tr.deltas()
+    assert d.u.dtype == d.v.dtype == torch.float32
+
+
+def test_sae_align_trains_float32_factors_on_bf16(model_in):
+    from pathlib import Path
+
+    from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align
+    from repedit.saes import load_sae
+    from repedit.suites import unknown_entities
+
+    h16 = model_in(BF16)
+    sae = load_sae(Path(__file__).resolve().parents[1] / "saes" / "smollm2-135m-L15-topk")
+    known = ["Japan", "Germany", "Italy", "Russia", "China", "Mexico", "Spain"]
+    cfg = SAEAlignConfig(steps=2, lr=3e-2, frames=FRAMES[:2], forms=("blank",), n_reference=6, n_retain=2,
+                         lm_texts=2, lm_batch=1)
+    before = _state(h16)
+    edit = sae_align(h16, sae, _caps("France")[0], known, unknown_entities()[:6], config=cfg)
+    assert _untouched(h16, before)
+    for d in edit.deltas:
+        assert d.u.dtype == d.v.dtype == torch.float32 and torch.isfinite(d.u).all() and torch.isfinite(d.v).all()
+    assert max(float((d.u @ d.v.T).abs().max()) for d in edit.deltas) > 0      # it learned something
+    assert edit.stats["final"]["loss"] != edit.stats["initial"]["loss"]
+
+
+def test_mrp_trains_float32_directions_on_bf16(model_in):
+    from repedit.edits.mrp import MRP, MRPConfig
+
+    h16 = model_in(BF16)
+    before = _state(h16)
+    mrp = MRP(h16, MRPConfig(layer=6, steps=2, forms=("blank",), where="residual"))
+    proj = mrp.task(_caps("France"), _caps("Germany", "Italy"))
+    assert _untouched(h16, before)
+    assert mrp.W.dtype == proj.U.dtype == torch.float32 and mrp.W.device == h16.device
+    assert torch.allclose(proj.U.T @ proj.U, torch.eye(proj.k, device=proj.U.device), atol=1e-4)
+    batch = h16.encode(["The capital of France is"])
+    with mrp.active():
+        logits = h16.logits(batch["input_ids"], batch["attention_mask"])
+    assert logits.dtype == BF16 and torch.isfinite(logits.float()).all()
+
+
+def test_trained_pga_trains_float32_factors_on_bf16(model_in):
+    from repedit.edits.pga_trained import TrainedPGAConfig, trained_pga
+    from repedit.suites.pools import load_pool
+
+    h16 = model_in(BF16)
+    before = _state(h16)
+    cfg = TrainedPGAConfig(depth=6, layers=(4, 5), steps=2, lr=2e-2, refit_every=2, n_contexts=1, batch_pairs=4,
+                           clean_texts=2)
+    edit = trained_pga(h16, load_pool("natural"), cfg, progress=False)
+    assert _untouched(h16, before)
+    assert all(d.u.dtype == d.v.dtype == torch.float32 and d.u.device == h16.device for d in edit.deltas)
+    assert all(float(d.u.abs().max()) > 0 for d in edit.deltas)               # A left zero: it trained
