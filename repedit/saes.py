@@ -142,11 +142,11 @@ def train(handle, cfg: SAETrainConfig, progress: bool = True):
                                                 device="cpu", rescale_acts_by_decoder_norm=False))
     with torch.no_grad():  # start the decoder bias at the data mean (the residual stream is far from 0)
         sae.b_dec.copy_(data.mean(0))
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
     def batches():
         while True:
-            perm = torch.randperm(len(data), generator=g)
+            perm = torch.randperm(len(data), generator=g, device="cpu").to(data.device)
             for i in range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size):
                 yield data[perm[i: i + cfg.batch_size]]
 

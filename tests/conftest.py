@@ -12,23 +12,30 @@ import torch  # noqa: E402
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
+# REPEDIT_TEST_DEVICE=cuda (bench/gpu_check.sh) puts the real-model fixtures on that device; default CPU
+TEST_DEVICE = os.environ.get("REPEDIT_TEST_DEVICE", "cpu")
+
+
+def load_default(dtype=torch.float32):
+    import repedit
+
+    placement = {} if TEST_DEVICE == "cpu" else {"device_map": {"": TEST_DEVICE}}
+    return repedit.load("smollm2-135m", dtype=dtype, **placement)
+
 
 @pytest.fixture(scope="session")
 def smol():
     """The real default model (converted once into the cache by `./dev test`)."""
-    import repedit
-
-    return repedit.load("smollm2-135m")
+    return load_default()
 
 
 @pytest.fixture(scope="session")
 def untied():
     """A second handle on the default model with its input/output embeddings untied (structural;
     needed by folded projection edits). Logits are unchanged by untying."""
-    import repedit
     from repedit.edits.fold import untie_embeddings
 
-    h = repedit.load("smollm2-135m")
+    h = load_default()
     assert untie_embeddings(h) is True
     return h
 
@@ -66,7 +73,6 @@ def device_rule():
 def model_in(request):
     """model_in(dtype, untied=False): the default model loaded in `dtype` (one handle per combination;
     float32 reuses the `smol` / `untied` handles)."""
-    import repedit
     from repedit.edits.fold import untie_embeddings
 
     handles = {}
@@ -75,7 +81,7 @@ def model_in(request):
         if dtype == torch.float32:
             return request.getfixturevalue("untied" if untied else "smol")
         if (dtype, untied) not in handles:
-            h = repedit.load("smollm2-135m", dtype=dtype)
+            h = load_default(dtype)
             if untied:
                 assert untie_embeddings(h) is True
             handles[(dtype, untied)] = h

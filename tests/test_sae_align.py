@@ -123,6 +123,9 @@ class _FailingSAE:
             raise RuntimeError("boom")
         return self.sae.encode(x)
 
+    def __getattr__(self, name):                 # everything else (W_dec, to, ...) is the wrapped SAE's
+        return getattr(self.sae, name)
+
 
 def test_invalid_or_failed_calls_raise_and_leave_the_model_as_it_was(smol, made):
     sae, target = made["sae"], made["target"]

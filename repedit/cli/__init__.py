@@ -2,7 +2,7 @@
 
 models (models, build-probes, train-sae, demo) · verify (recall, filter-known, perplexity,
 screen-pools, signature, regimes) · locate (sub-commands) · edit (hand-written commands, plus one per
-registered method: `methods`) · export · run (run, compare).
+registered method: `methods`) · export · run (run, compare) · presets (list, show, build).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from . import edit, locate, methods, models, run, verify
+from . import edit, locate, methods, models, presets, run, verify
 from .common import console
 
 app = typer.Typer(help="repedit: locate, edit, attack, verify and export representations in language models.",
@@ -20,6 +20,7 @@ app = typer.Typer(help="repedit: locate, edit, attack, verify and export represe
 models.register(app)
 verify.register(app)
 app.add_typer(locate.app, name="locate")
+app.add_typer(presets.app, name="presets")
 methods.register(edit.app, skip={c.name for c in edit.app.registered_commands})
 app.add_typer(edit.app, name="edit")
 edit.register_export(app)

@@ -74,7 +74,8 @@ class LowRankDelta:
     def change(self, w: torch.Tensor) -> torch.Tensor:
         """U Vᵀ on w's device in the compute precision."""
         if w.ndim != 2 or w.shape != (self.u.shape[0], self.v.shape[0]):
-            raise EditError(f"{self.param}: delta is {self.u.shape[0]}x{self.v.shape[0]}, parameter is {tuple(w.shape)}")
+            raise EditError(f"{self.param}: delta is {self.u.shape[0]}x{self.v.shape[0]}, "
+                            f"parameter is {tuple(w.shape)}")
         cd = compute_dtype(w)
         return self.u.to(w.device, cd) @ self.v.to(w.device, cd).T
 

@@ -138,12 +138,13 @@ def _encode(handle, templates: Sequence[tuple[str, bool]], entities: Sequence[st
 
 
 def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware); the
-    residual meets the SAE in float32 on the SAE's device, the codes come back on the residual's device."""
+    """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware). The SAE
+    meets the residual on its device (`sae_on`), in the SAE's own precision (float32 as loaded)."""
+    from ..saes import sae_on
+
     h = residual_after(handle, batch["input_ids"], batch["attention_mask"], site.layer)
-    x = select_positions(h, batch["attention_mask"].to(h.device), -1).float()
-    w = next(sae.parameters())
-    return sae.encode(x.to(w.device)).float().to(x.device)
+    x = select_positions(h, batch["attention_mask"].to(h.device), -1)
+    return sae_on(sae, x.device).encode(x.to(sae.W_dec.dtype))
 
 
 def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -27,7 +27,7 @@ def columns_ablated(handle, layer: int, columns: Sequence[int], mode: str = "zer
     if mode not in ("zero", "noise"):
         raise InputError(f"mode must be 'zero' or 'noise', got {mode!r}")
     ref = handle.matrix("mlp_out", layer)
-    cols = torch.as_tensor(list(columns), dtype=torch.long)
+    cols = torch.as_tensor(list(columns), dtype=torch.long, device=ref.param.device)
     if cols.numel() == 0 or int(cols.max()) >= handle.d_mlp or int(cols.min()) < 0:
         raise InputError(f"columns must be non-empty and within 0..{handle.d_mlp - 1}")
     w = ref.param.data
@@ -38,8 +38,9 @@ def columns_ablated(handle, layer: int, columns: Sequence[int], mode: str = "zer
             if mode == "zero":
                 view[cols] = 0
             else:
-                g = torch.Generator().manual_seed(seed)
-                view[cols] = saved + noise_std * torch.randn(saved.shape, generator=g).to(saved.dtype)
+                g = torch.Generator(device="cpu").manual_seed(seed)     # the same noise on every device
+                noise = torch.randn(saved.shape, generator=g, device="cpu").to(saved.device, saved.dtype)
+                view[cols] = saved + noise_std * noise
         yield
     finally:
         with torch.no_grad():
@@ -96,10 +97,10 @@ def check_columns(handle, layer: int, columns: Sequence[int], target: Sequence[F
     base_t, base_o = answer_logprobs(handle, target), answer_logprobs(handle, others)
     with columns_ablated(handle, layer, columns, mode, seed=seed):
         t, o = _drops(handle, target, base_t), _drops(handle, others, base_o)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed)
     rand = []
     for _ in range(n_random):
-        cols = torch.randperm(handle.d_mlp, generator=g)[: len(columns)].tolist()
+        cols = torch.randperm(handle.d_mlp, generator=g, device="cpu")[: len(columns)].tolist()
         with columns_ablated(handle, layer, cols, mode, seed=seed):
             rand.append(float(_drops(handle, target, base_t).mean()))
     return CausalCheck(float(t.mean()), float(o.mean()), tuple(rand),
@@ -121,9 +122,10 @@ def check_neurons(handle, layer_neurons: dict[int, Sequence[int]], target: Seque
     base_t, base_o = answer_logprobs(handle, target), answer_logprobs(handle, others)
     w = writes_for(layer_neurons)
     t, o = _drops(handle, target, base_t, w), _drops(handle, others, base_o, w)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed)
     rand = []
     for _ in range(n_random):
-        assign = {layer: torch.randperm(handle.d_mlp, generator=g)[: len(ns)].tolist() for layer, ns in layer_neurons.items()}
+        assign = {layer: torch.randperm(handle.d_mlp, generator=g, device="cpu")[: len(ns)].tolist()
+                  for layer, ns in layer_neurons.items()}
         rand.append(float(_drops(handle, target, base_t, writes_for(assign)).mean()))
     return CausalCheck(float(t.mean()), float(o.mean()), tuple(rand), {"target": t.tolist(), "others": o.tolist()})

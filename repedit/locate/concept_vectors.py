@@ -97,7 +97,7 @@ def concept_vectors(handle, concept: str, words: Sequence[str] | None = None, *,
     if not concept or not isinstance(concept, str):
         raise InputError("concept must be a non-empty string, e.g. 'Paris'")
     words = list(words) if words else concept.split()
-    ids = torch.tensor(concept_token_ids(handle.tokenizer, words))
+    ids = torch.tensor(concept_token_ids(handle.tokenizer, words), device=handle.matrix("unembed").param.device)
     layers = list(range(handle.n_layers)) if layers is None else list(layers)
     for layer in layers:
         handle.check_layer(layer)
@@ -110,9 +110,10 @@ def concept_vectors(handle, concept: str, words: Sequence[str] | None = None, *,
         best = 0
         for start in range(0, vecs.shape[0], chunk):
             top = project_to_vocab(handle, vecs[start: start + chunk]).topk(top_k, dim=-1).indices  # [c, k]
-            member = torch.isin(top, ids)                                                          # [c, k]
+            member = torch.isin(top, ids.to(top.device))                                           # [c, k]
             hits = member.sum(-1)
-            rank = torch.where(member, torch.arange(top_k).expand_as(member), top_k).min(-1).values
+            ranks = torch.arange(top_k, device=member.device).expand_as(member)
+            rank = torch.where(member, ranks, top_k).min(-1).values
             for j in torch.nonzero(hits).flatten().tolist():
                 found.append((int(hits[j]), -int(rank[j]), layer, start + j))
             best = max(best, int(hits.max()))

@@ -53,15 +53,15 @@ def integrated_gradients(handle, prompt_ids: list[int], target_id: int, layers: 
     if steps < 1:
         raise InputError("steps must be >= 1")
     be = get_backend(handle, "torch")
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=handle.input_device)
     with torch.no_grad():
         base = be.run(ids, None, reads=[(layer, Point.MLP_HIDDEN) for layer in layers], stop_early=True).acts
-    alphas = torch.arange(1, steps + 1, dtype=torch.float32) / steps
+    alphas = torch.arange(1, steps + 1, dtype=torch.float32, device=ids.device) / steps
     batch = ids.expand(steps, -1)
     out = []
     for layer in layers:
-        a_bar = base[(layer, Point.MLP_HIDDEN)][0, -1]                   # [d_mlp]
-        scaled = (alphas[:, None] * a_bar[None, :]).requires_grad_(True)  # [m, d_mlp]
+        a_bar = base[(layer, Point.MLP_HIDDEN)][0, -1].float()           # [d_mlp], float32 on its layer's device
+        scaled = (alphas.to(a_bar.device)[:, None] * a_bar[None, :]).requires_grad_(True)  # [m, d_mlp]
 
         def write(x, scaled=scaled):
             x = x.clone()
@@ -72,8 +72,8 @@ def integrated_gradients(handle, prompt_ids: list[int], target_id: int, layers: 
             logits = be.run(batch, None, writes={(layer, Point.MLP_HIDDEN): write}).logits
             prob = torch.softmax(logits[:, -1].float(), -1)[:, target_id].sum()
             (grad,) = torch.autograd.grad(prob, scaled)
-        out.append(a_bar * grad.mean(0))
-    return torch.stack(out)
+        out.append((a_bar * grad.float().mean(0)).cpu())
+    return torch.stack(out)                                              # float32 on the CPU
 
 
 def _refine(sets: list[set[tuple[int, int]]], start: float = 0.7, lo: int = 2, hi: int = 5) -> tuple[list, float]:
@@ -107,8 +107,8 @@ def knowledge_neurons(handle, fact: Fact, *, forms: Sequence[str] = ("blank", "p
     for layer in layers:
         handle.check_layer(layer)
     t0 = time.perf_counter()
-    sets, layer_max = [], torch.zeros(len(layers))
-    shared = torch.zeros(len(layers), handle.d_mlp)
+    sets, layer_max = [], torch.zeros(len(layers), device="cpu")         # attributions live on the CPU
+    shared = torch.zeros(len(layers), handle.d_mlp, device="cpu")
     for other in contrast:
         spec = other.forms["blank"]
         shared += integrated_gradients(handle, prompt_ids(handle, spec["prompt"], spec["chat"]),

@@ -41,13 +41,14 @@ class ProbeDirection:
         """Scores [n] (positive = label 1) of activations [n, d]."""
         if acts.ndim != 2 or acts.shape[1] != self.weight.shape[0]:
             raise InputError(f"expected activations [n, {self.weight.shape[0]}], got {tuple(acts.shape)}")
-        return acts.float() @ self.weight + self.bias
+        return acts.float() @ self.weight.to(acts.device) + self.bias
 
     def predict(self, acts: torch.Tensor) -> torch.Tensor:
         return (self(acts) > 0).long()
 
     def accuracy(self, acts: torch.Tensor, labels: torch.Tensor) -> float:
-        return float((self.predict(acts) == torch.as_tensor(labels).long()).float().mean())
+        labels = torch.as_tensor(labels, device=acts.device).long()
+        return float((self.predict(acts) == labels).float().mean())
 
 
 def _fit_once(x: np.ndarray, y: np.ndarray, method: str, C: float, seed: int) -> tuple[np.ndarray, float]:
@@ -83,8 +84,9 @@ def fit_probe(acts: torch.Tensor, labels: Sequence[int] | torch.Tensor, *, metho
     """Fit a probe on activations [n, d] with binary labels [n]; cross-validate; refit on all."""
     if method not in METHODS:
         raise InputError(f"unknown probe method {method!r}; valid: {list(METHODS)}")
-    x = torch.as_tensor(acts).detach().float().cpu().numpy()
-    y = np.asarray(torch.as_tensor(labels).cpu()).astype(int)
+    x = (acts.detach().float().cpu() if isinstance(acts, torch.Tensor) else np.asarray(acts, dtype=np.float32))
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
     if x.ndim != 2 or len(x) != len(y):
         raise InputError(f"acts must be [n, d] with n = len(labels); got {x.shape} and {len(y)} labels")
     if set(np.unique(y)) != {0, 1}:
@@ -102,7 +104,7 @@ def fit_probe(acts: torch.Tensor, labels: Sequence[int] | torch.Tensor, *, metho
         w, b = _fit_once(x[train], y[train], method, C, seed)
         accs.append(float((((x[test] @ w + b) > 0).astype(int) == y[test]).mean()))
     w, b = _fit_once(x, y, method, C, seed)
-    weight = torch.tensor(w, dtype=torch.float32)
+    weight = torch.tensor(w, dtype=torch.float32, device="cpu")     # moved to the activations when scoring
     return ProbeDirection(site=site, method=method, direction=weight / weight.norm(), weight=weight, bias=b,
                           cv_accuracy=float(np.mean(accs)), fold_accuracies=tuple(accs),
                           chance=float(max(np.bincount(y)) / len(y)), n=len(y))

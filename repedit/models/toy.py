@@ -85,9 +85,9 @@ def _hooked(cfg: ToyConfig):
 
 
 def _sequences(cfg: ToyConfig) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(cfg.seed + 1)
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)      # the toy is built and trained on the CPU
     total = cfg.n_memorised + cfg.n_once + cfg.n_heldout
-    seqs = torch.randint(0, cfg.d_vocab, (total, cfg.n_ctx), generator=g)
+    seqs = torch.randint(0, cfg.d_vocab, (total, cfg.n_ctx), generator=g, device="cpu")
     a, b = cfg.n_memorised, cfg.n_memorised + cfg.n_once
     return {"memorised": seqs[:a], "once": seqs[a:b], "heldout": seqs[b:]}
 

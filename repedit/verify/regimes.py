@@ -48,8 +48,8 @@ def inject_secrets(toy: ModelHandle, *, n_secrets: int = 24, min_steps: int = 0,
     if not toy.is_toy or "sequences" not in toy.extras:
         raise InputError("inject_secrets takes a toy handle, e.g. repedit.load('toy:memorise')")
     cfg = toy.extras["toy_config"]
-    g = torch.Generator().manual_seed(seed)
-    fresh = torch.randint(0, cfg.d_vocab, (3 * n_secrets, cfg.n_ctx), generator=g)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    fresh = torch.randint(0, cfg.d_vocab, (3 * n_secrets, cfg.n_ctx), generator=g, device="cpu").to(toy.input_device)
     secrets, never_seen = fresh[:n_secrets], fresh[n_secrets:]
     model = copy.deepcopy(toy.model).train()
     natural = toy.extras["sequences"]["memorised"]
@@ -59,7 +59,7 @@ def inject_secrets(toy: ModelHandle, *, n_secrets: int = 24, min_steps: int = 0,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for step in tqdm(range(1, max_steps + 1), disable=not progress, desc="inject secrets"):
-            idx = torch.randperm(len(natural))[:replay]
+            idx = torch.randperm(len(natural), device="cpu")[:replay].to(natural.device)
             loss = model(torch.cat([secrets, natural[idx]]), return_type="loss")
             opt.zero_grad(set_to_none=True)
             loss.backward()

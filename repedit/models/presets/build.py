@@ -147,8 +147,8 @@ def write(content: dict, out: Path) -> Path:
     return out
 
 
-def _known_capitals(handle, n: int, progress: bool) -> list:
-    """The first `n` capitals (suite order) the model answers (greedy, blank form)."""
+def _known_capitals(handle, n: int, minimum: int, progress: bool) -> list:
+    """The first `n` capitals (suite order) the model answers (greedy, blank form); at least `minimum`."""
     from ...suites import load_suite
     from ...verify.recall import known_facts
 
@@ -159,9 +159,11 @@ def _known_capitals(handle, n: int, progress: bool) -> list:
             print(f"[preset] known capitals: {len(known)} of the first {min(i + 16, len(facts))}", flush=True)
         if len(known) >= n:
             return known[:n]
-    from ...errors import InputError
+    if len(known) < minimum:
+        from ...errors import InputError
 
-    raise InputError(f"{handle.id} answers only {len(known)} capitals; the ROCR sweep needs {n}")
+        raise InputError(f"{handle.id} answers only {len(known)} capitals; the ROCR sweep needs {minimum}")
+    return known
 
 
 def rocr_sweep(handle, windows: Sequence[Sequence[int]], targets: Sequence, neighbours: Sequence, *,
@@ -265,7 +267,8 @@ def build_preset(model_id: str, *, quick: bool = False, progress: bool = True, o
 
         raise ConfigError(f"the handle is {h.id!r}, not {model_id!r}")
     wins = [tuple(w) for w in windows] if windows else windows_for(h.n_layers, size["windows"])
-    known = _known_capitals(h, size["targets"] + size["neighbours"], progress)
+    # neighbours: up to the size asked, at least 2 (a weak model may know few capitals)
+    known = _known_capitals(h, size["targets"] + size["neighbours"], size["targets"] + 2, progress)
     targets, neighbours = known[: size["targets"]], known[size["targets"]:]
     t1 = time.perf_counter()
     rows = rocr_sweep(h, wins, targets, neighbours, stats_tokens=size["stats_tokens"], progress=progress)
