@@ -66,7 +66,8 @@ class TrainedPGAConfig:
 
     def edit_layers(self) -> tuple[int, ...]:
         if self.depth is None:
-            raise ConfigError("TrainedPGAConfig.depth is None: resolve it first (repedit.models.presets.resolve_config)")
+            raise ConfigError("TrainedPGAConfig.depth is None: resolve it first "
+                              "(repedit.models.presets.resolve_config)")
         return self.layers if self.layers is not None else tuple(range(max(0, self.depth - 4), self.depth))
 
 

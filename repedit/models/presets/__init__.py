@@ -170,7 +170,8 @@ class Preset:
         path = Path(self.sae)
         path = path if path.is_absolute() else source_root() / path
         if not (path / "cfg.json").exists():
-            raise ModelNotFoundError(f"the {self.model} preset names the SAE {self.sae!r}, but {path} holds no cfg.json")
+            raise ModelNotFoundError(f"the {self.model} preset names the SAE {self.sae!r}, but {path} holds no "
+                                     "cfg.json")
         return path
 
 

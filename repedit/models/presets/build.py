@@ -32,9 +32,9 @@ from pathlib import Path
 from . import COMMAND, FORMAT, file_name, presets_dir, source_root
 
 FORMS = ("qa", "blank", "paraphrase", "adversarial")          # as bench/rocr_layer_sweep.py
-WINDOW_STARTS = (0.10, 0.17, 0.25, 0.33)                      # window starts, as fractions of n_layers
+WINDOW_STARTS = (0.10, 0.20, 0.33)                            # window starts, as fractions of n_layers
 SIZES = {  # full: the size the Gemma 3 preset was built with; quick: a smoke test (seconds on SmolLM2)
-    False: {"windows": 4, "targets": 6, "neighbours": 12, "stats_tokens": 6_000, "contexts": 8},
+    False: {"windows": 3, "targets": 6, "neighbours": 12, "stats_tokens": 6_000, "contexts": 8},
     True: {"windows": 2, "targets": 2, "neighbours": 3, "stats_tokens": 1_000, "contexts": 2},
 }
 RULES = {
@@ -117,11 +117,20 @@ def preset_dict(model_id: str, arch: dict, rocr_rows: Sequence[dict], signature:
                                      f"{model_id}-L{defaults['train-sae']['layer']}-topk`, then rebuild the preset "
                                      f"(`{COMMAND.format(model=model_id)}`)")
         rules["sae"] = "none: " + RULES["sae"] + " exists"
+    warnings = []
+    if best["neighbour_retention"] < 0.5:
+        warnings.append(
+            f"ROCR does not work on {model_id} as implemented: in every window the edit also destroys the neighbours "
+            f"(best window {best['layers']} keeps {best['neighbour_retention']:.3f} of their answer probability). "
+            "rocr.layers is still the best-scoring window, and the layers derived from it follow the rules, but they "
+            "rest on a failed sweep" + (" (the edit moves the residual away from its target: residual_after_over_"
+                                        "before > 1, e.g. an MLP output that passes through a norm before the add)"
+                                        if best.get("residual_after_over_before", 0) > 1 else ""))
     if peak is None:
         rules["pga.depth"] = rules["pga-trained.depth"] = "none: the signature could not be measured (see sweeps)"
     provenance = dict(provenance)
     settings = provenance.pop("rocr_settings", {})
-    prov = {**provenance, "rules": rules,
+    prov = {**provenance, **({"warnings": warnings} if warnings else {}), "rules": rules,
             "sweeps": {"rocr": {**settings, "rows": rows, "chosen": best["layers"]}, "signature": signature}}
     return {"format": FORMAT, "model": model_id, "architecture": arch, "defaults": defaults, "sae": sae,
             "provenance": prov}
@@ -182,10 +191,11 @@ def rocr_sweep(handle, windows: Sequence[Sequence[int]], targets: Sequence, neig
     for layers in windows:
         t0 = time.perf_counter()
         rocr = ROCR(handle, ROCRConfig(layers=tuple(layers), stats_tokens=stats_tokens))
-        keep_t, keep_n, secs = [], [], []
+        keep_t, keep_n, secs, reach = [], [], [], []
         for i, f in enumerate(targets):
             e = rocr.edit(f.subject, invented[i], remember=False)
             secs.append(e.stats["seconds"])
+            reach.append(e.stats["residual_norm_after"] / max(e.stats["residual_norm_before"], 1e-9))
             stack = EditStack(handle)
             stack.push(e)
             try:
@@ -196,6 +206,7 @@ def rocr_sweep(handle, windows: Sequence[Sequence[int]], targets: Sequence, neig
             keep_n.append(float((after[others] / base[others]).mean()))
         row = {"layers": list(layers), "target_retention": round(sum(keep_t) / len(keep_t), 4),
                "neighbour_retention": round(sum(keep_n) / len(keep_n), 4),
+               "residual_after_over_before": round(sum(reach) / len(reach), 4),    # < 1: the edit reached toward z*
                "seconds_per_edit": round(sum(secs) / len(secs), 3), "stats_seconds": round(rocr.stats_seconds, 2),
                "wall": round(time.perf_counter() - t0, 2)}
         rows.append(row)
@@ -247,7 +258,8 @@ def build_preset(model_id: str, *, quick: bool = False, progress: bool = True, o
                  pool: str = "natural", sae: str | None = None) -> Path:
     """Run the sweeps on `model_id`, derive every method's defaults and write the preset JSON.
 
-    quick: tiny sizes (2 windows, 2 targets, 3 neighbours, 1k statistics tokens, 2 pool contexts), a
+    Full sizes: 3 windows (Gemma 3: layers 2–4, 4–6, 6–8), 6 targets, up to 12 neighbours, 6k statistics
+    tokens, 8 pool contexts. quick: 2 windows, 2 targets, 3 neighbours, 1k tokens, 2 contexts, a
     smoke test, not a preset to ship. out: the file (default: this package's `<id>.json`, which the
     loader reads). handle: an already loaded model (default: `repedit.load(model_id)`). The other
     keywords override the sizes (`SIZES`); sae: the SAE directory to record (default: `find_sae`).
