@@ -207,8 +207,8 @@ def ce_loss_recovered(handle, sae, layer: int, point: str, chunks: list[str], co
     for i in range(0, len(chunks), 8):
         batch = handle.encode(chunks[i: i + 8], max_length=context + 1)
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        for name, writes in (("clean", None), ("sae", {key: splice(lambda z: sae.decode(sae.encode(z.float())).to(z.dtype))}),
-                             ("zero", {key: splice(torch.zeros_like)})):
+        reconstruct = splice(lambda z: sae_on(sae, z.device).decode(sae.encode(z.float())).to(z.dtype))
+        for name, writes in (("clean", None), ("sae", {key: reconstruct}), ("zero", {key: splice(torch.zeros_like)})):
             logits = be.run(ids, mask, writes=writes).logits.float()
             logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
             valid = mask[:, 1:].bool()
@@ -229,10 +229,8 @@ def save(sae, out: Path, cfg: SAETrainConfig, quality: dict, timings: dict, forc
         sae16.cfg.metadata.model_name = cfg.model
         sae16.cfg.metadata.hook_name = cfg.hook_name
         sae16.save_model(tmp)
-        (tmp / "recipe.json").write_text(json.dumps({"config": asdict(cfg),
-                                                     "command": "repedit train-sae " + " ".join(
-                                                         f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()),
-                                                     **timings}, indent=2))
+        command = "repedit train-sae " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items())
+        (tmp / "recipe.json").write_text(json.dumps({"config": asdict(cfg), "command": command, **timings}, indent=2))
         (tmp / "quality.json").write_text(json.dumps(quality, indent=2))
     return Path(out)
 

@@ -87,3 +87,13 @@ def test_registry_driven_edit_command_builds_the_method():
     assert config["depth"] == 3 and config["forms"] == ["blank"] and "capital/France" in out.stdout
     bad = run("edit", "leace", "--forget", "Frnace")
     assert bad.returncode == 2 and "France" in bad.stdout
+
+
+def test_presets_list_show_and_a_model_without_one(tiny_dirs):
+    out = run("presets", "list")
+    assert out.returncode == 0 and {"smollm2-135m", "gemma3-270m"} <= set(out.stdout.split())
+    shown = run("presets", "show", "gemma3-270m")
+    assert shown.returncode == 0 and '"pga"' in shown.stdout and "warnings" in shown.stdout
+    missing = run("presets", "show", str(tiny_dirs["llama"]))
+    assert missing.returncode == 2 and "PresetNotFoundError" in missing.stdout
+    assert "repedit presets build" in missing.stdout.replace("\n", " ")

@@ -197,7 +197,7 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
 @with_config(SAEAlignConfig)
 def sae_align_cmd(target: str = typer.Option(..., help="known entity to make read as unknown, e.g. France"),
                   known_suite: str = typer.Option("capitals", help="suite of known entities (holds the target's fact)"),
-                  sae: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), help="SAE directory (sae-lens format)"),
+                  sae: Path = typer.Option(None, help="SAE directory (sae-lens format); default: the model's preset"),
                   model: str = typer.Option("smollm2-135m"),
                   out: Path = typer.Option(None, help="export the edited model here"),
                   force: bool = typer.Option(False, help="replace an existing export"), overrides: dict = None):
@@ -216,7 +216,10 @@ def sae_align_cmd(target: str = typer.Option(..., help="known entity to make rea
         raise InputError(f"{target!r} is not a subject of suite {known_suite!r} "
                          f"(close: {close_matches(target, by_subject)}); pick one of its subjects")
     cfg = SAEAlignConfig(**overrides)
-    handle, sae_model = load(model), load_sae(sae)
+    from ..models.presets import preset_for
+
+    handle = load(model)
+    sae_model = load_sae(sae or preset_for(handle).sae_path(), handle=handle)
     others = [f for f in facts if f.subject != target]
     unknown = unknown_entities()            # first half: the edit's reference; second half: the classifier's
     clf = fit_knownness(handle, sae_model, [f.subject for f in others[:40]], unknown[len(unknown) // 2:])

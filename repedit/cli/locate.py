@@ -113,18 +113,19 @@ def neurons_cmd(suite: str = typer.Option("capitals"), subject: str = typer.Opti
 
 
 @app.command("sae")
-def sae_cmd(sae_dir: Path = typer.Option(Path("saes/smollm2-135m-L15-topk"), "--sae"),
+def sae_cmd(sae_dir: Path = typer.Option(None, "--sae", help="SAE directory; default: the model's preset"),
             model: str = typer.Option("smollm2-135m"),
             known_suite: str = typer.Option("capitals"), unknown_suite: str = typer.Option("unknown-entities"),
             top: int = typer.Option(10), json_out: Path = typer.Option(None, "--json")):
     """Latents separating entities the model knows from made-up ones."""
     from ..locate.sae_features import known_unknown_latents
     from ..models import load
+    from ..models.presets import preset_for
     from ..saes import load_sae
     from ..suites import load_suite
 
     handle = load(model)
-    sae = load_sae(sae_dir)
+    sae = load_sae(sae_dir or preset_for(handle).sae_path(), handle=handle)
     known = [f.subject for f in load_suite(known_suite)][:40]
     unknown = [f.subject.removeprefix("the Republic of ") for f in load_suite(unknown_suite)][:40]
     k, u = known_unknown_latents(handle, sae, known, unknown, top=top)

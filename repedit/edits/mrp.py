@@ -70,7 +70,8 @@ class MRPConfig:
         if self.init not in ("difference", "generalised") or self.init_ridge <= 0:
             raise ConfigError(f"init must be 'difference' or 'generalised' (init_ridge > 0), got {self.init!r}")
         if not self.forms or "mc" in self.forms:
-            raise ConfigError(f"forms must be free-text fact forms (blank, qa, paraphrase, adversarial), got {self.forms}")
+            raise ConfigError("forms must be free-text fact forms (blank, qa, paraphrase, adversarial), "
+                              f"got {self.forms}")
 
 
 class MRP:

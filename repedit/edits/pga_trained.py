@@ -57,8 +57,10 @@ class TrainedPGAConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.rank, self.steps, self.refit_every, self.batch_pairs, self.n_contexts, self.clean_tokens) < 1 or self.lr <= 0:
-            raise ConfigError("TrainedPGAConfig needs rank, steps, refit_every, batch_pairs, n_contexts >= 1 and lr > 0")
+        counts = (self.rank, self.steps, self.refit_every, self.batch_pairs, self.n_contexts, self.clean_tokens)
+        if min(counts) < 1 or self.lr <= 0:
+            raise ConfigError("TrainedPGAConfig needs rank, steps, refit_every, batch_pairs, n_contexts >= 1 "
+                              "and lr > 0")
         if self.align_weight < 0 or self.ce_weight < 0:
             raise ConfigError("align_weight and ce_weight must be >= 0")
         if self.n_contexts > len(CONTEXTS):
@@ -124,7 +126,8 @@ def trained_pga(handle, pool: Pool, config: TrainedPGAConfig | None = None, *, p
         raise ConfigError(f"depth must lie in 1..{handle.n_layers}, got {cfg.depth}")
     layers = cfg.edit_layers()
     if any(not 0 <= layer < cfg.depth for layer in layers):
-        raise ConfigError(f"layers must lie below the depth {cfg.depth} (they write what the probe reads), got {layers}")
+        raise ConfigError(f"layers must lie below the depth {cfg.depth} (they write what the probe reads), "
+                          f"got {layers}")
     rows, n_views = pool_rows(handle, pool, CONTEXTS[: cfg.n_contexts], 96)
     k = len(pool.keys)
     m_rows = [rows[(i * 3 + 0) * n_views + v] for i in range(k) for v in range(n_views)]

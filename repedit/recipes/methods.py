@@ -200,7 +200,8 @@ METHODS: dict[str, MethodSpec] = _registry()
 def method_config(method: str, values: dict[str, Any]):
     """The method's config dataclass built from recipe values (lists → tuples); unknown keys raise."""
     if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; valid: {sorted(METHODS)} (close: {close_matches(method, METHODS)})")
+        raise ConfigError(f"unknown method {method!r}; valid: {sorted(METHODS)} "
+                          f"(close: {close_matches(method, METHODS)})")
     cls = METHODS[method].config
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in values if k not in fields or k == "objective"]
