@@ -3,14 +3,13 @@ same seed, same targets; prints the comparison side by side with the wall-time r
 bench/dtype_quick_compare.json. ROCR's key statistics are computed for both dtypes before timing
 (they are cached per dtype), so the times compare the runs themselves.
 
-    .venv/bin/python bench/dtype_quick_compare.py
+    .venv/bin/python bench/dtype_quick_compare.py [--reuse=float32]   (reuse: read that dtype's finished run)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -20,7 +19,8 @@ TOLERANCE = {"forget_after": 0.05, "neighbours_after": 0.05, "unrelated_after": 
 COLUMNS = ("forget_before", "forget_after", "neighbours_after", "unrelated_after", "perplexity_after", "seconds")
 
 
-def main() -> None:
+def main(reuse: tuple[str, ...] = ()) -> None:
+    """`reuse`: dtypes whose finished run directory (runs/dtype-<dtype>) is read instead of rerun."""
     import repedit
     from repedit.edits.rocr import ROCR, ROCRConfig
     from repedit.recipes.runner import run_recipe
@@ -29,18 +29,26 @@ def main() -> None:
     recipe = load_recipe(ROOT / "recipes" / "quick-compare.toml")
     rocr_cfg = next(e.config for e in recipe.edits if e.method == "rocr")
     for dtype in (torch.float32, torch.bfloat16):                 # warm the per-dtype key statistics
-        ROCR(repedit.load(recipe.model, dtype=dtype), ROCRConfig(**rocr_cfg))
+        if str(dtype).removeprefix("torch.") not in reuse:
+            ROCR(repedit.load(recipe.model, dtype=dtype), ROCRConfig(**rocr_cfg))
     runs = {}
     for dtype in ("float32", "bfloat16"):
-        t0 = time.perf_counter()
-        res = run_recipe(dataclasses.replace(recipe, dtype=dtype), ROOT / "runs" / f"dtype-{dtype}", force=True,
-                         echo=lambda *_a, **_k: None, command=f"bench/dtype_quick_compare.py ({dtype})")
-        report = json.loads((res.dir / "report.json").read_text())
-        runs[dtype] = {"wall_seconds": round(time.perf_counter() - t0, 1),
-                       "rows": {r["edit"]: {c: r[c] for c in COLUMNS} for r in report["comparison"]}}
+        run_dir = ROOT / "runs" / f"dtype-{dtype}"
+        if dtype in reuse and (run_dir / "report.json").exists():      # a finished run of an earlier invocation
+            report = json.loads((run_dir / "report.json").read_text())
+        else:
+            run_recipe(dataclasses.replace(recipe, dtype=dtype), run_dir, force=True,
+                       echo=lambda *_a, **_k: None, command=f"bench/dtype_quick_compare.py ({dtype})")
+            report = json.loads((run_dir / "report.json").read_text())
+        runs[dtype] = {"wall_seconds": report["wall_seconds"], "reused": dtype in reuse,
+                       "rows": {r["edit"]: {c: r[c] for c in COLUMNS} for r in report["comparison"]},
+                       "refused": report.get("refused", {})}
     fp, bf = runs["float32"], runs["bfloat16"]
     checks = {}
     for edit, row in fp["rows"].items():
+        if edit not in bf["rows"]:
+            checks[edit] = {"bf16": "refused: " + bf["refused"].get(edit, {}).get("error", "missing")}
+            continue
         for col, tol in TOLERANCE.items():
             a, b = row[col], bf["rows"][edit][col]
             diff = abs(a - b) / (abs(a) if col == "perplexity_after" else 1.0)
@@ -53,13 +61,18 @@ def main() -> None:
     print("|---|---|" + "---|" * len(COLUMNS))
     for edit in fp["rows"]:
         for name, run in (("fp32", fp), ("bf16", bf)):
-            r = run["rows"][edit]
+            r = run["rows"].get(edit)
+            if r is None:
+                print(f"| {edit} | {name} | refused: {run['refused'][edit]['error'][:90]}… |")
+                continue
             print(f"| {edit} | {name} | " + " | ".join(f"{r[c]:.3f}" if c != "seconds" else f"{r[c]:.1f}"
                                                         for c in COLUMNS) + " |")
     print(f"wall: fp32 {fp['wall_seconds']} s, bf16 {bf['wall_seconds']} s, ratio {out['wall_ratio_fp32_over_bf16']}")
-    bad = [k for k, v in checks.items() if not v["within"]]
+    bad = [k for k, v in checks.items() if not v.get("within", False)]
     print("all within tolerance" if not bad else f"outside tolerance: {bad}")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(tuple(a.removeprefix("--reuse=") for a in sys.argv[1:] if a.startswith("--reuse=")))

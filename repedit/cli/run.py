@@ -29,6 +29,8 @@ def print_comparison(report: dict) -> None:
     for r in rows:
         table.add_row(*[(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "—"))) for k, _ in cols])
     console.print(table)
+    for name, r in report.get("refused", {}).items():
+        console.print(f"[yellow]{name} ({r['method']}) refused:[/] {r['error']}")
     matched = [r for r in rows if r["family"] == "repedit"]
     if matched and any(r["family"] == "baseline" for r in rows):
         t = Table(title="level-matched: the fastest baseline reaching each repedit edit's forget level")
@@ -69,6 +71,8 @@ def register(app: typer.Typer) -> None:
                     sae: str = typer.Option(None, help="SAE directory for the SAE restoration attack"),
                     quick: bool = typer.Option(False, help="small step counts (minutes, for a first look)"),
                     seed: int = typer.Option(0), out: Path = typer.Option(None, help="run directory"),
+                    model: str = typer.Option("smollm2-135m", help="model id (its preset supplies the layers)"),
+                    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
                     force: bool = typer.Option(False, help="replace an existing run directory")):
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
         from ..recipes.runner import run_recipe
@@ -77,12 +81,14 @@ def register(app: typer.Typer) -> None:
         subjects = [s.strip() for s in forget.split(",") if s.strip()]
         names = [m.strip() for m in methods.split(",") if m.strip()]
         text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
-                              trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed)
+                              trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,
+                              dtype=dtype)
         recipe = parse_recipe(text, "<compare>")
         run_dir = out or Path("runs") / "compare"
         command = (f"repedit compare --forget {','.join(subjects)} --methods {','.join(names)} --relearn-steps "
                    f"{relearn_steps} --trace-prompts {trace_prompts}" + (f" --sae {sae}" if sae else "")
-                   + (" --quick" if quick else "") + f" --seed {seed}   # or: repedit run {run_dir}/recipe.toml")
+                   + (" --quick" if quick else "") + f" --seed {seed} --model {model} --dtype {dtype}"
+                   + f"   # or: repedit run {run_dir}/recipe.toml")
         result = run_recipe(recipe, run_dir, force=force, echo=console.print, command=command)
         (result.dir / "recipe.toml").write_text(text)
         print_comparison(result.report)

@@ -9,11 +9,18 @@ FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
 
 
 def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
-                   sae: str | None, quick: bool, seed: int) -> str:
-    """The TOML of a comparison recipe (validated like any other)."""
+                   sae: str | None, quick: bool, seed: int, model: str = "smollm2-135m",
+                   dtype: str = "float32") -> str:
+    """The TOML of a comparison recipe (validated like any other). Quick GA / NPO train four MLP output
+    matrices starting 12 layers below the top (SmolLM2-135M: 18–21; the layer count comes from the
+    model's preset)."""
+    from ..models.presets import preset_for
+
+    n_layers = int(preset_for(model).to_dict()["architecture"]["n_layers"])
+    late = list(range(max(0, n_layers - 12), max(0, n_layers - 12) + 4))
     quick_cfg = {"rocr": "{ stats_tokens = 6000 }", "mrp": "{ steps = 6 }", "sae-align": "{ steps = 10 }",
-                 "ga": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }",
-                 "npo": "{ steps = 10, lr = 1e-4, layers = [18, 19, 20, 21] }", "rmu": "{ steps = 10 }",
+                 "ga": f"{{ steps = 10, lr = 1e-4, layers = {late} }}",
+                 "npo": f"{{ steps = 10, lr = 1e-4, layers = {late} }}", "rmu": "{ steps = 10 }",
                  "leace": "{}"}
     # the trained baselines run until they pass the lowest level a repedit method reaches (or run out of
     # steps); their tracked trajectory gives the time to every level in between
@@ -22,7 +29,7 @@ def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_
                 "npo": '{ steps = 60, lr = 3e-5, forms = ["blank", "qa", "adversarial"], retain_weight = 1.0, '
                        'stop_at = 0.02 }',
                 "rmu": "{ stop_at = 0.02 }"}
-    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', "[targets]",
+    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', f'[model]\nid = "{model}"\ndtype = "{dtype}"\n', "[targets]",
              "forget = [" + ", ".join(json.dumps(s) for s in forget) + "]", "retain = 10", "neighbours = 12\n",
              "[attacks]", f"relearn_steps = {relearn_steps}", f"trace_prompts = {trace_prompts}"]
     if sae:

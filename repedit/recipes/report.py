@@ -176,12 +176,14 @@ def write_html(report: dict, run_dir: str | Path) -> Path:
                "trained baseline, its training seconds up to the first tracked step at that level (monitoring "
                "excluded), with its neighbours there.</p>")
     cmd = report.get("command") or "repedit run <recipe.toml>"
+    refused = "".join(f"<p><b>{html.escape(k)}</b> ({html.escape(e['method'])}) was refused and not measured: "
+                      f"{html.escape(e['error'])}</p>" for k, e in report.get("refused", {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>repedit run {html.escape(r['name'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
 margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}}th{{background:#f3f3f3}}
 img{{max-width:100%;margin:0.5em 0}}code{{font-size:12px}}</style></head><body>
 <h1>repedit run: {html.escape(r['name'])}</h1>
-<h2>What was edited</h2>{what}<ul>{methods}</ul>
+<h2>What was edited</h2>{what}<ul>{methods}</ul>{refused}
 <h2>Comparison</h2>{explain}{_table(report['comparison'], COLUMNS)}
 {_forms_table(report)}
 <h2>Plots</h2>{''.join(_plots(report, run_dir))}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..edits.base import PrecisionError
 from ..edits.stack import EditStack
 from ..errors import InputError
 from ..models.presets import resolve_config
@@ -213,7 +214,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
     journal.log("measure", what="before", forget=round(forget_level(before, peak), 4))
     ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts,
                   recipe.attacks.sae, progress, monitor=_monitor(handle, res, recipe))
-    edits = {}
+    edits, refused = {}, {}
     for spec in recipe.edits:
         method = METHODS[spec.method]
         _seed(recipe.seed)
@@ -224,8 +225,14 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
         journal.log("edit", name=spec.name, method=spec.method, seconds=round(seconds, 2), edits=len(built))
         stack = EditStack(handle)
         try:
-            for e in built:
-                stack.push(e)
+            try:
+                for e in built:
+                    stack.push(e)
+            except PrecisionError as exc:          # this dtype cannot hold the edit: record it, run the rest
+                journal.log("refused", name=spec.name, method=spec.method, error=str(exc))
+                refused[spec.name] = {"method": spec.method, "family": method.family, "error": str(exc),
+                                      "seconds": round(seconds, 2)}
+                continue
             after = measure(handle, res, recipe)
             journal.log("measure", what=spec.name, forget=round(forget_level(after, peak), 4))
             _seed(recipe.seed)
@@ -245,7 +252,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
                             "stats": [e.stats for e in built], "after": after, "attacks": attacks,
                             "trajectory": built[0].stats.get("trajectory") if len(built) == 1 else None}
     report = {"recipe": recipe.to_dict(), "targets": res.to_dict(), "before": before, "edits": edits,
-              "comparison": _comparison(before, edits),
+              "refused": refused, "comparison": _comparison(before, edits),
               "environment": {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                               "threads": torch.get_num_threads()},
               "command": command or (f"repedit run {recipe.source}" if recipe.source and Path(recipe.source).exists()
