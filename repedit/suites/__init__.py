@@ -29,10 +29,18 @@ class Fact:
     aliases: tuple[str, ...]
     forms: dict
     source: str
+    kind: str = "entity"     #: what the subject is (country, person, place, work, organisation, …)
 
     @property
     def answers(self) -> tuple[str, ...]:
         return (self.answer, *self.aliases)
+
+
+def relation_kind(relation: str) -> str:
+    """The kind of subject a built-in relation is about ("entity" when unknown)."""
+    from .build import RELATIONS
+
+    return RELATIONS.get(relation, {}).get("kind", "entity")
 
 
 def available_suites() -> list[str]:
@@ -56,7 +64,8 @@ def load_suite(name_or_path: str, limit: int | None = None) -> list[Fact]:
         try:
             d = json.loads(line)
             facts.append(Fact(id=d["id"], subject=d["subject"], relation=d["relation"], answer=d["answer"],
-                              aliases=tuple(d.get("aliases", ())), forms=d["forms"], source=d["source"]))
+                              aliases=tuple(d.get("aliases", ())), forms=d["forms"], source=d["source"],
+                              kind=d.get("kind") or relation_kind(d["relation"])))
         except (KeyError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}:{i}: malformed fact ({exc}); regenerate with `./dev build-probes`") from exc
     if limit is not None:
