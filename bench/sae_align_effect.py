@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 import repedit  # noqa: E402
-from repedit.edits.sae_align import SAEAlignConfig, sae_align  # noqa: E402
+from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align  # noqa: E402
 from repedit.saes import load_sae  # noqa: E402
 from repedit.suites import load_suite, load_text, unknown_entities  # noqa: E402
 from repedit.verify.recall import known_facts  # noqa: E402
@@ -51,7 +51,7 @@ def main():
     texts = load_text("news", "heldout")[:20] + load_text("wiki", "heldout")[:20]
     cfg = SAEAlignConfig()
     base = measure(h, sae, clf, by[TARGETS[0]], neighbours, unrelated, texts)
-    out = {"config": cfg.__dict__ | {"frames": list(cfg.frames)}, "targets": list(TARGETS),
+    out = {"config": cfg.__dict__ | {"frames": list(cfg.frames or FRAMES)}, "targets": list(TARGETS),
            "neighbours": [f.subject for f in neighbours], "retain": [f.subject for f in retain],
            "classifier_cv_accuracy": clf.cv_accuracy, "classifier_frames": list(clf.frames), "rows": []}
     print(f"classifier CV accuracy {clf.cv_accuracy:.3f}; retain {len(retain)}; perplexity {base['perplexity']:.2f}",

@@ -206,7 +206,8 @@ def sae_align_cmd(target: str = typer.Option(..., help="known entity to make rea
     from ..edits.sae_align import sae_align
     from ..errors import close_matches
     from ..saes import load_sae
-    from ..suites import load_suite, unknown_entities
+    from ..suites import load_suite
+    from ..suites.references import frames, reference_sets
     from ..verify.sae_codes import fit_knownness
 
     refuse_existing(out, force)
@@ -221,11 +222,13 @@ def sae_align_cmd(target: str = typer.Option(..., help="known entity to make rea
     handle = load(model)
     sae_model = load_sae(sae or preset_for(handle).sae_path(), handle=handle)
     others = [f for f in facts if f.subject != target]
-    unknown = unknown_entities()            # first half: the edit's reference; second half: the classifier's
-    clf = fit_knownness(handle, sae_model, [f.subject for f in others[:40]], unknown[len(unknown) // 2:])
+    fact = by_subject[target]               # unknowns of its kind: train half the edit's, measure half the classifier's
+    refs = reference_sets(fact.kind, n_train=cfg.n_reference)
+    clf = fit_knownness(handle, sae_model, [f.subject for f in others[:40]], refs.measure,
+                        frames=frames(fact.kind).measure)
     p0 = float(clf.p_known(handle, sae_model, [target])[0])
-    edit = sae_align(handle, sae_model, by_subject[target], [f.subject for f in others], unknown[: len(unknown) // 2],
-                     retain=others, config=cfg, progress=True)
+    edit = sae_align(handle, sae_model, fact, [f.subject for f in others], refs.train, retain=others, config=cfg,
+                     progress=True)
     show_and_export(handle, edit, [by_subject[target]] + others[:5], out, force)
     p1 = float(clf.p_known(handle, sae_model, [target])[0])
     console.print(f"P(known) of {target} by a classifier on SAE codes (CV accuracy {clf.cv_accuracy:.2f}): "

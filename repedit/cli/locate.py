@@ -176,3 +176,74 @@ def probe_cmd(positive_suite: str = typer.Option("capitals"), negative_suite: st
     console.print(f"{time.perf_counter() - t0:.1f}s")
     _save(json_out, {"results": results}, [r["cv_accuracy"] for r in results], title="probe accuracy per layer",
           ylabel="cv accuracy", labels=[str(s.layer) for s in sites])
+
+
+@app.command("trace")
+def trace_cmd(suite: str = typer.Option(None, help="fact suite, e.g. capitals"),
+              subject: str = typer.Option(None, help="trace this subject's fact (or the subject of --prompt)"),
+              prompt: str = typer.Option(None, help="a free prompt (needs --answer and --subject)"),
+              answer: str = typer.Option(None, help="the answer of --prompt"),
+              form: str = typer.Option("blank", help="which form of a suite fact to trace"),
+              limit: int = typer.Option(10, help="without --subject: aggregate over the suite's first N facts"),
+              model: str = typer.Option("smollm2-135m"),
+              kinds: str = typer.Option("resid,mlp,attn", help="comma-separated: resid, mlp, attn"),
+              layers: str = typer.Option(None, help="traced layers, e.g. 10-20 (default: all)"),
+              samples: int = typer.Option(5), noise: float = typer.Option(3.0, help="noise scale in embedding stds"),
+              window: int = typer.Option(None, help="sub-layer window (default: about n_layers / 5)"),
+              seed: int = typer.Option(0), n: int = typer.Option(3, help="how many consecutive layers to choose"),
+              out: Path = typer.Option(None, help="folder for trace.json and trace.png")):
+    """Causal tracing (ROME): restore clean states into a subject-corrupted run, per token and layer."""
+    from ..locate.tracing import ROLES, TraceAggregate, causal_trace, peak, trace_facts, traced_layers
+    from ..models import load
+    from ..suites import load_suite
+    from .common import names
+
+    if prompt is not None and not (answer and subject):
+        raise InputError("--prompt needs --answer and --subject")
+    if prompt is None and not suite:
+        raise InputError("pass --suite NAME [--subject S] or --prompt '...' --answer A --subject S")
+    handle = load(model)
+    kw = dict(kinds=names(kinds), samples=samples, noise=noise, window=window, seed=seed, layers=_layers(layers))
+    t0 = time.perf_counter()
+    if prompt is not None:
+        trace = causal_trace(handle, prompt, answer, subject, **kw)
+    elif subject:
+        fact, _ = _fact(suite, subject)
+        trace = trace_facts(handle, [fact], form, **kw).results[0]
+    else:
+        trace = trace_facts(handle, load_suite(suite, limit=limit), form, **kw)
+    agg = isinstance(trace, TraceAggregate)
+    what = (f"{len(trace.results)} facts of {suite} ({form})" if agg
+            else f"{trace.prompt!r} -> {trace.answer_token!r} (subject tokens {list(trace.subject_span)})")
+    table = Table(title=f"causal trace of {what}: clean p={trace.clean:.3f}, corrupted p={trace.corrupted:.3f}, "
+                        f"{time.perf_counter() - t0:.0f}s")
+    for col in ("kind", "peak @ last subject token", "peak @ last token", "overall peak", f"best {n} layers"):
+        table.add_column(col)
+    chosen = {}
+    for kind in trace.kinds:
+        cells = []
+        for role in (ROLES[2], ROLES[5]):
+            try:
+                p = peak(trace, kind, role)
+                cells.append(f"layer {p.layer}: {p.recovery:.2f}")
+            except InputError:
+                cells.append("-")
+        top = peak(trace, kind)
+        where = top.where if agg else f"{trace.tokens[top.where].strip()!r}"
+        try:
+            chosen[kind] = traced_layers(trace, kind, n=n)
+        except InputError:
+            chosen[kind] = ()
+        table.add_row(kind, *cells, f"{where} layer {top.layer}: {top.recovery:.2f}",
+                      ",".join(map(str, chosen[kind])) or "-")
+    console.print(table)
+    console.print(f"recovery = (restored - corrupted) / (clean - corrupted); traced_layers(mlp, n={n}) = "
+                  f"{chosen.get('mlp') or '-'}")
+    if out is not None:
+        from ..plots import trace_aggregate_heatmap, trace_heatmap
+
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {**trace.to_dict(), "model": model, "traced_layers": {k: list(v) for k, v in chosen.items()}}
+        (out / "trace.json").write_text(json.dumps(payload, indent=2))
+        png = (trace_aggregate_heatmap if agg else trace_heatmap)(trace, out / "trace.png")
+        console.print(f"wrote {out / 'trace.json'} and {png}")

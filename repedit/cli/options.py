@@ -44,7 +44,11 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
 
 
 def _element(hint: Any) -> type | None:
-    """The element type of `tuple[X, ...]` (None when `hint` is not such a tuple)."""
+    """The element type of `tuple[X, ...]` or `tuple[X, ...] | str` (None when `hint` is neither)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        tuples = [a for a in args if typing.get_origin(a) is tuple]
+        return _element(tuples[0]) if tuples and set(args) - set(tuples) <= {str} else None
     if typing.get_origin(hint) is tuple:
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return args[0] if args else str
@@ -70,7 +74,11 @@ def _param(f: dataclasses.Field, hint: Any, doc: str, preset: bool) -> tuple[ins
         return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                  annotation=typing.Optional[bool]), lambda v: v
     if elem is not None:
-        def parse(raw: str, elem=elem, field=f.name):
+        words = typing.get_origin(base) in (typing.Union, types.UnionType)     # tuple[...] | str: a word too
+
+        def parse(raw: str, elem=elem, field=f.name, words=words):
+            if words and re.fullmatch(r"[A-Za-z_]+", raw.strip()):
+                return raw.strip()
             try:
                 return tuple(elem(x.strip()) for x in raw.split(",") if x.strip())
             except ValueError:

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         kept = known_facts(handle, facts, form=form)
         out = out or probes_dir() / "facts" / f"{suite}.known-{Path(model).name}.jsonl"
         src = {f.id: f for f in facts}
-        rows = [{"id": f.id, "subject": f.subject, "relation": f.relation, "answer": f.answer,
+        rows = [{"id": f.id, "subject": f.subject, "relation": f.relation, "kind": f.kind, "answer": f.answer,
                  "aliases": list(f.aliases), "forms": f.forms,
                  "source": f"{src[f.id].source}; kept: {model} greedy-correct in form {form!r}"} for f in kept]
         write_suite(out, rows)

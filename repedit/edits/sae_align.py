@@ -5,8 +5,10 @@ W ← W + U Vᵀ on the MLP output matrix (down_proj) of each layer in `layers` 
 frozen model; nothing else trains. Objective (the abstract's, with the choices it leaves open):
 
     f_t(x)  = SAE encoder code (TopK, as the SAE computes it) of the residual at the SAE's site, at
-              the last token of entity x placed in template t (frames ending in the entity, and the
-              target fact's forms cut right after the entity: the code the full prompt sees there);
+              the last token of entity x placed in template t (frames ending in the entity — by default
+              the target kind's train frames, `repedit.suites.references.frames(kind).train`, disjoint
+              from the knownness classifier's — and the target fact's forms cut right after the entity:
+              the code the full prompt sees there);
     μU_t, μK_t = mean original code of the unknown / known entities (target excluded) in template t;
     D_t     = ‖μK_t − μU_t‖²  (normalises each template's distances to ≈ 1);
     L_sae   = mean_t [ ‖f_t(T) − μU_t‖² / D_t − β · min(‖f_t(T) − μK_t‖² / D_t, margin) ]
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -46,13 +48,12 @@ from ..models.handle import pad_rows
 from ..models.presets import resolve_config
 from ..sites import Site
 from ..suites import Fact, load_text
+from ..suites.references import frames as kind_frames
 from ..training import residual_after, training_only
 from .base import Edit, config_record
 from .lowrank import TrainableLowRank, sink_keys_basis
 
-FRAMES = ("Tell me about {}", "Let me tell you about {}", "Write something about {}",
-          "Please answer the question about {}", "Some facts about {}", "An article about {}",
-          "We talked about {}", "Everyone knows about {}")
+FRAMES = kind_frames("country").train       # the country (and generic) frames; each kind has its own
 FACT_FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
 OBJECTIVE = ("L = mean_t[|f_t(T)-muU_t|^2/D_t - beta*min(|f_t(T)-muK_t|^2/D_t, margin)] "
              "+ retain_weight*mean_e,t |f_t(e)-f0_t(e)|^2/D_t + fact_weight*KL(p0||p)[retain facts' next token] "
@@ -80,7 +81,8 @@ class SAEAlignConfig:
     lm_weight: float = 1.0                   #: keep next-token distributions on clean text (KL)
     sink_dims: int = 16                      #: V ⟂ top principal directions of position-0 keys (0: off)
     sink_energy: float = 0.999               #: ... up to this share of their second moment
-    frames: tuple[str, ...] = FRAMES         #: templates ending in the entity ("{}")
+    frames: tuple[str, ...] | None = None    #: templates ending in "{}" (None: the target kind's train frames)
+
     forms: tuple[str, ...] = FACT_FORMS      #: the target fact's forms also used as templates
     n_reference: int = 24                    #: known / unknown entities whose mean codes are the targets (first n)
     n_retain: int = 16                       #: retain entities used (first n)
@@ -93,8 +95,8 @@ class SAEAlignConfig:
     def __post_init__(self) -> None:
         if self.layers is not None and (not self.layers or list(self.layers) != sorted(set(self.layers))):
             raise ConfigError("SAEAlignConfig.layers must be a non-empty increasing tuple of layer indices")
-        if not self.frames or any(not f.rstrip().endswith("{}") or f.count("{}") != 1 or not f.rstrip()[:-2].strip()
-                                  for f in self.frames):
+        if self.frames is not None and (not self.frames or any(not f.rstrip().endswith("{}") or f.count("{}") != 1
+                                                               or not f.rstrip()[:-2].strip() for f in self.frames)):
             raise ConfigError("every SAE-align frame must be some text then '{}' (the entity's last token is read; "
                               "an entity at position 0 sits on the attention sink, whose codes are outliers)")
         bad = [f for f in (*self.forms, *self.retain_forms) if f not in FACT_FORMS]
@@ -158,12 +160,15 @@ def _kl(logp0: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
 
 def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Sequence[str], *,
               retain: Sequence[str | Fact] = (), texts: Sequence[str] | None = None,
-              config: SAEAlignConfig | None = None, progress: bool = False) -> Edit:
+              config: SAEAlignConfig | None = None, kind: str | None = None, progress: bool = False) -> Edit:
     """Train the low-rank deltas of the module docstring; returns the (unapplied) Edit.
 
-    known / unknown: entity names (reference means); retain: entities (or their Facts) whose codes
-    are kept (default: the known list) — for Facts, also the next-token distribution at the end of
-    their `retain_forms` prompts; texts: clean text for the KL term (default wiki.train).
+    known / unknown: entity names (reference means; unknowns of the target's kind:
+    `repedit.suites.references.reference_sets(kind).train`); retain: entities (or their Facts) whose
+    codes are kept (default: the known list) — for Facts, also the next-token distribution at the end
+    of their `retain_forms` prompts; texts: clean text for the KL term (default wiki.train); kind: the
+    target's kind when `config.frames` is None (default: the Fact's `kind`, else "entity", whose
+    frames are the generic ones); the resolved frames are recorded in the Edit's config.
     """
     from ..locate.sae_features import sae_site
     from ..text import prompt_ids
@@ -176,6 +181,8 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     check_sae(sae, handle)                                  # trained on this model, at its width
     cfg = resolve_config(cfg, handle)                       # None fields from the model's preset
     fact = target if isinstance(target, Fact) else None
+    if cfg.frames is None:                                  # the kind's train frames (never the classifier's)
+        cfg = replace(cfg, frames=kind_frames(kind or (fact.kind if fact else "entity")).train)
     name = (fact.subject if fact else str(target)).strip()
     if not name:
         raise InputError("give the target entity's name (e.g. 'France') or its Fact")
@@ -185,7 +192,7 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     unknown = list(dict.fromkeys(unknown))[: cfg.n_reference]
     if len(known) < 5 or len(unknown) < 5:
         raise InputError("sae_align needs at least 5 known (besides the target) and 5 unknown entities; "
-                         "use load_suite('capitals') subjects and repedit.suites.unknown_entities()")
+                         "use load_suite('capitals') subjects and repedit.suites.references.reference_sets(kind).train")
     site = handle.check_site(sae_site(sae))
     for layer in cfg.layers:
         handle.check_layer(layer)

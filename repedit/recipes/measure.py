@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..suites import load_suite, load_text
+from ..suites import load_suite, load_text, suite_facts
 from .schema import Recipe
 
 
@@ -28,6 +28,7 @@ class Resolved:
     trace_prompts: list[str] = field(default_factory=list)
     not_known: list[str] = field(default_factory=list)    # forget subjects the model did not answer
     unknown: list[str] = field(default_factory=list)      # invented entities (knownness probe negatives)
+    unknown_refs: Any = None                              # their KnownnessReferences (kind, frames, names)
     knownness: Any = None                                 # the probe fitted on the original model (first measure)
 
     def to_dict(self) -> dict:
@@ -48,13 +49,13 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         docs = load_text("wiki", "heldout")
         prompts = [" ".join(d.split()[:12]) for d in docs if len(d.split()) >= 12]
         out.trace_prompts = prompts[: recipe.attacks.trace_prompts]
-    if t.pool:
-        from ..suites.pools import load_pool, screened
+    if t.pool or t.pool_keys:                             # a name, a path, or inline [[targets.pool_keys]]
+        from ..suites.pools import load_pool, pool_from_records, screened
 
-        out.pool, _ = screened(handle, load_pool(t.pool))
+        out.pool, _ = screened(handle, load_pool(t.pool) if t.pool else pool_from_records(t.pool_keys))
     if not t.forget:
         return out
-    facts = load_suite(t.suite)
+    facts = suite_facts(t.suite, t.facts, t.templates)    # a built-in name, a path, or inline [[targets.facts]]
     by = {f.subject: f for f in facts}
     known = known_facts(handle, facts) if t.known_only else facts
     known_subjects = {f.subject for f in known}
@@ -69,16 +70,40 @@ def resolve(handle, recipe: Recipe) -> Resolved:
     out.neighbours = rest[: t.neighbours]
     out.known = [f.subject for f in pool]
     if t.unrelated:                                       # (greedy recall of a whole suite: skipped when unused)
-        unrelated = load_suite(t.unrelated_suite)
+        unrelated = load_suite(t.unrelated_suite, templates=t.templates)
         out.unrelated = (known_facts(handle, unrelated) if t.known_only else unrelated)[: t.unrelated]
-    if recipe.verify.knownness:
-        from ..suites import unknown_entities
-
-        out.unknown = unknown_entities()
+    if recipe.verify.knownness:                           # the forget facts' kind; never SAE-align's references
+        out.unknown_refs = knownness_references(out.forget, getattr(t, "references", ()))
+        out.unknown = list(out.unknown_refs.names)
     return out
 
 
 KNOWN_ENTITIES = 60                                       # known subjects the knownness probe trains on
+
+
+@dataclass(frozen=True)
+class KnownnessReferences:
+    """The knownness probe's negatives and frames: of the forget facts' kind (the most common one when
+    they mix; `counts` per kind), the measure half of `reference_sets` (SAE-align takes the train half)."""
+
+    kind: str
+    counts: dict
+    frames: tuple[str, ...]
+    names: tuple[str, ...]
+    source: str                                           # "invented" or "given" (the recipe's references)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "kinds": dict(self.counts), "frames": list(self.frames),
+                "references": list(self.names), "references_source": self.source}
+
+
+def knownness_references(forget, given=()) -> KnownnessReferences:
+    """What `resolve` hands the knownness probe for these forget facts (and the recipe's `references`)."""
+    from ..suites.references import frames, majority_kind, reference_sets
+
+    kind, counts = majority_kind([f.kind for f in forget])
+    refs = reference_sets(kind, given)
+    return KnownnessReferences(refs.kind, counts, frames(kind).measure, refs.measure, refs.source)
 
 
 def _fit_knownness(handle, res: Resolved, recipe: Recipe):
@@ -92,7 +117,9 @@ def _fit_knownness(handle, res: Resolved, recipe: Recipe):
 
         layer = preset_for(handle).knownness_layer
     handle.check_layer(layer)
-    return fit_knownness(handle, None, res.known[:KNOWN_ENTITIES], res.unknown, site=Site(layer, "resid_post"))
+    refs = res.unknown_refs or knownness_references(res.forget, getattr(recipe.targets, "references", ()))
+    return fit_knownness(handle, None, res.known[:KNOWN_ENTITIES], res.unknown, frames=refs.frames,
+                         site=Site(layer, "resid_post"))
 
 
 def knownness(handle, res: Resolved, recipe: Recipe) -> dict:
@@ -108,6 +135,8 @@ def knownness(handle, res: Resolved, recipe: Recipe) -> dict:
     out = {"layer": clf.probe.site.layer, "fixed": float(clf.p_known(handle, None, forget).mean()),
            "refit": float(refit.p_known(handle, None, forget).mean()), "refit_cv_accuracy": refit.cv_accuracy,
            "cv_accuracy": clf.cv_accuracy}
+    if res.unknown_refs is not None:                      # kind, frames and the negatives' names
+        out |= res.unknown_refs.to_dict()
     if res.neighbours:
         out["neighbours_fixed"] = float(clf.p_known(handle, None, [f.subject for f in res.neighbours]).mean())
     return out

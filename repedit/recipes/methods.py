@@ -63,6 +63,7 @@ class Context:
     progress: bool = False
     cache: dict = field(default_factory=dict)
     monitor: Callable[[], dict] | None = None #: the run's forget measure, for baselines that train (tracking)
+    references: Sequence[str] = ()            #: the recipe's unknown references (empty: invented, of each kind)
 
 
 @dataclass(frozen=True)
@@ -74,14 +75,47 @@ class MethodSpec:
     family: str                               #: "repedit" | "baseline"
     source: str
     needs_untied: bool = False                #: folded weight forms project the embedding
+    needs_subject: bool = False               #: reads the subject's tokens in each form (checked by recipes)
+
+
+def rocr_redirects(facts: Sequence, strategy: str) -> list[str | None]:
+    """Per fact, what ROCR redirects it to: the fact's own `redirect_to`, else (strategy "unknown") an
+    invented entity of the fact's kind — from the references edits train on, never the ones that measure —
+    else None (strategy "refusal": the optimised refusal value)."""
+    from ..suites.references import as_subject, reference_sets
+
+    out, used = [], {}
+    for f in facts:
+        given = getattr(f, "redirect_to", None)
+        if given:
+            out.append(given)
+        elif strategy == "refusal":
+            out.append(None)
+        else:
+            names = reference_sets(f.kind).train
+            i = used.get(f.kind, 0)
+            used[f.kind] = i + 1
+            out.append(as_subject(f.kind, names[i % len(names)]))
+    return out
 
 
 def _rocr(ctx: Context, cfg) -> list:
-    from ..edits.rocr import ROCR
-    from ..suites import unknown_entities
+    """One ROCR edit per forget fact, each built on the model with the earlier ones applied (the sequential
+    path: pushed in this order they give the same weights), retain subjects protected."""
+    from contextlib import ExitStack
 
-    rocr, names = ROCR(ctx.handle, cfg, progress=ctx.progress), unknown_entities()
-    return [rocr.edit(f.subject, f"the Republic of {names[i % len(names)]}") for i, f in enumerate(ctx.forget)]
+    from ..edits.rocr import ROCR
+    from ..edits.stack import applied
+
+    protect = [f.subject for f in ctx.retain] if cfg.protect_retain else []
+    rocr = ROCR(ctx.handle, cfg, progress=ctx.progress, protect=protect)
+    built = []
+    with ExitStack() as so_far:
+        for f, redirect in zip(ctx.forget, rocr_redirects(ctx.forget, cfg.redirect)):
+            edit = rocr.edit(f.subject, redirect, fact=f)
+            built.append(edit)
+            so_far.enter_context(applied(ctx.handle, edit))
+    return built
 
 
 def _mrp(ctx: Context, cfg) -> list:
@@ -92,16 +126,23 @@ def _mrp(ctx: Context, cfg) -> list:
     return [mrp.edit()]
 
 
+def sae_align_unknown(fact, given: Sequence[str], n_reference: int) -> tuple[str, ...]:
+    """SAE-align's unknown references for `fact`: the train half of `reference_sets` for its kind (the
+    knownness probe of repedit.recipes.measure takes the measure half, so the two never share a name)."""
+    from ..suites.references import reference_sets
+
+    return reference_sets(fact.kind, given, n_train=n_reference).train
+
+
 def _sae_align(ctx: Context, cfg) -> list:
     from ..edits.sae_align import sae_align
     from ..saes import load_sae
-    from ..suites import unknown_entities
 
     # the run's SAE, else the one the model's preset names (an SAE of another model is refused)
     sae = load_sae(ctx.sae or preset_for(ctx.handle).sae_path(), handle=ctx.handle)
-    unknown = unknown_entities()[: cfg.n_reference]
-    return [sae_align(ctx.handle, sae, f, list(ctx.known), unknown, retain=list(ctx.retain), config=cfg,
-                      progress=ctx.progress) for f in ctx.forget]
+    # unknowns and (cfg.frames None) frames of each target's kind
+    return [sae_align(ctx.handle, sae, f, list(ctx.known), sae_align_unknown(f, ctx.references, cfg.n_reference),
+                      retain=list(ctx.retain), config=cfg, progress=ctx.progress) for f in ctx.forget]
 
 
 def _gradient(objective: str) -> Callable:
@@ -174,11 +215,12 @@ def _configs():
 def _registry() -> dict[str, MethodSpec]:
     ROCRConfig, MRPConfig, SAEAlignConfig, GradientConfig, RMUConfig, TrainedPGAConfig = _configs()
     specs = [
-        MethodSpec("rocr", "facts", ROCRConfig, _rocr, "repedit", "ROCR, rank-one concept redirection (ORT)"),
+        MethodSpec("rocr", "facts", ROCRConfig, _rocr, "repedit", "ROCR, rank-one concept redirection (ORT)",
+                   needs_subject=True),
         MethodSpec("mrp", "facts", MRPConfig, _mrp, "repedit", "MRP, metamorphosis representation projection",
                    needs_untied=True),
         MethodSpec("sae-align", "facts", SAEAlignConfig, _sae_align, "repedit",
-                   "SAE-guided internal representation unlearning (2025)"),
+                   "SAE-guided internal representation unlearning (2025)", needs_subject=True),
         MethodSpec("pga", "pool", PGAConfig, _pga("pga"), "repedit", "PGA, probe-geometry alignment (2026)", True),
         MethodSpec("md-pga", "pool", PGAConfig, _pga("md"), "repedit", "MD-PGA (2026)", True),
         MethodSpec("adversarial-pga", "pool", PGAConfig, _pga("adversarial"), "repedit", "adversarial PGA (2026)",

@@ -213,7 +213,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
     peak = None if res.forget else peak_index(before)
     journal.log("measure", what="before", forget=round(forget_level(before, peak), 4))
     ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts,
-                  recipe.attacks.sae, progress, monitor=_monitor(handle, res, recipe))
+                  recipe.attacks.sae, progress, monitor=_monitor(handle, res, recipe),
+                  references=tuple(getattr(recipe.targets, "references", ())))
     edits, refused = {}, {}
     for spec in recipe.edits:
         method = METHODS[spec.method]

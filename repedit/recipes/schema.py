@@ -24,17 +24,28 @@ class RecipeError(ReprEditError, ValueError):
 
 @dataclass(frozen=True)
 class Targets:
-    """What to forget (facts by subject from a suite) and what to keep; or a memorised pool."""
+    """What to forget (facts by subject from a suite, a file or inline tables) and what to keep; or a
+    memorised pool (by name, path or inline keys)."""
 
-    suite: str = "capitals"                  #: fact suite under probes/facts/
+    suite: str = "capitals"                  #: built-in suite (probes/facts/<name>.jsonl) or a .jsonl/.csv path
     forget: tuple[str, ...] = ()             #: subjects to forget
     retain: int | tuple[str, ...] = 10       #: retain facts: a count (known facts of the suite) or subjects
     neighbours: int = 12                     #: held-out facts of the same suite, never trained on
-    unrelated_suite: str = "elements"        #: a different suite, for unrelated facts
+    unrelated_suite: str = "elements"        #: a different suite (name or path), for unrelated facts
     unrelated: int = 20
     known_only: bool = True                  #: keep only facts the model answers (greedy, blank form)
-    pool: str | None = None                  #: memorised pool (probes/memorised/) for signature methods
+    pool: str | None = None                  #: memorised pool (probes/memorised/<name>.jsonl or a path)
     contexts: int = 8                        #: pool contexts per key
+    facts: tuple[dict, ...] = ()             #: inline facts ([[targets.facts]], minimal records), instead of suite
+    templates: dict = field(default_factory=dict)   #: relation -> {qa, blank, paraphrase, shot} templates
+    pool_keys: tuple[dict, ...] = ()         #: inline pool ([[targets.pool_keys]]), instead of pool
+    #: unknown reference entities of the targets' kind for the knownness probe and SAE-align;
+    #: default: invented ones of that kind (if given: at least 10 distinct names)
+    references: tuple[str, ...] = ()
+
+    @property
+    def has_pool(self) -> bool:
+        return bool(self.pool or self.pool_keys)
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         raise ck.fail(f"[model] device_map {device_map!r} is not one of {list(DEVICE_MAPS)} (accelerate's)",
                       "device_map", "model")
 
-    targets = _targets(ck, raw.get("targets", {}))
+    targets, facts = _targets(ck, raw.get("targets", {}), _base(source))
     edits_raw = raw.get("edit", [])
     if isinstance(edits_raw, dict):
         raise ck.fail("write each edit as an [[edit]] table (double brackets), even a single one", "edit")
@@ -183,8 +194,9 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             raise ck.fail(f"unknown method {method!r} in edit {i + 1}; valid: {sorted(METHODS)} "
                           f"(did you mean {close_matches(method, METHODS, 2)}?)", "method", "edit", i)
         spec = METHODS[method]
-        if spec.targets == "pool" and not targets.pool:
-            raise ck.fail(f"method {method!r} works on a memorised pool; set [targets] pool = \"natural\"",
+        if spec.targets == "pool" and not targets.has_pool:
+            raise ck.fail(f"method {method!r} works on a memorised pool; set [targets] pool = \"natural\" (a name or "
+                          "a .jsonl/.csv path) or give [[targets.pool_keys]]",
                           "method", "edit", i)
         if spec.targets == "facts" and not targets.forget:
             raise ck.fail(f"method {method!r} forgets facts; set [targets] forget = [\"France\", ...]",
@@ -221,6 +233,8 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     export_edit = export.get("edit")
     if export_edit is not None and export_edit not in names:
         raise ck.fail(f"[export] edit {export_edit!r} is not one of the edits {sorted(names)}", "edit", "export")
+    if targets.forget:
+        _check_subjects(ck, targets, facts, edits, verify)
     return Recipe(name, model_id, seed, targets, tuple(edits), verify, attacks, export_edit, source, dtype, device_map)
 
 
@@ -243,10 +257,84 @@ def _section(ck: _Checker, table: dict, section: str, cls):
     return cls(**kw)
 
 
-def _targets(ck: _Checker, table: dict) -> Targets:
-    from ..suites import probes_dir
+MIN_REFERENCES = 10
+_OWN = ("retain", "forget", "pool", "facts", "templates", "pool_keys", "references")
 
-    t = _section(ck, {k: v for k, v in table.items() if k not in ("retain", "forget", "pool")}, "targets", Targets)
+
+def _base(source: str) -> Path:
+    """The folder relative suite and pool paths are read from: the recipe's (else the current one)."""
+    p = Path(source)
+    return p.parent if p.is_file() else Path.cwd()
+
+
+def _ref(ck: _Checker, value: str, key: str, folder: str, base: Path) -> str:
+    """A built-in name (checked under probes/<folder>/) or a path (resolved against `base`, must exist)."""
+    from ..suites import probes_dir
+    from ..suites.user import is_path
+
+    if is_path(value):
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ck.fail(f"[targets] {key}: no such file {str(path)!r} (relative paths are read from the recipe's "
+                          f"folder, {str(base)!r}); valid: a built-in name or a path to a .jsonl/.csv file",
+                          key, "targets")
+        return str(path.resolve())
+    if not (probes_dir() / folder / f"{value}.jsonl").exists():
+        options = sorted(p.stem for p in (probes_dir() / folder).glob("*.jsonl"))
+        what = "a suite" if folder == "facts" else "a memorised pool"
+        raise ck.fail(f"[targets] {key} {value!r} is not {what}; valid: {options} "
+                      f"(did you mean {close_matches(value, options, 2)}?) or a path to a .jsonl/.csv file",
+                      key, "targets")
+    return value
+
+
+def _records(ck: _Checker, value, key: str) -> tuple[dict, ...]:
+    if isinstance(value, dict):
+        raise ck.fail(f"write each of [targets] {key} as a [[targets.{key}]] table (double brackets)", key, "targets")
+    ck.typed(value, list, key, "targets")
+    for i, d in enumerate(value):
+        if not isinstance(d, dict):
+            raise ck.fail(f"[targets] {key} item {i + 1} must be a table, got {d!r}", f"targets.{key}",
+                          f"targets.{key}", i)
+    return tuple(dict(d) for d in value)
+
+
+def _record_fail(ck: _Checker, exc, key: str, records: tuple[dict, ...]) -> RecipeError:
+    """An inline record's error, at its [[targets.<key>]] table (or the offending key inside it)."""
+    from ..suites.user import RecordError
+
+    if isinstance(exc, RecordError) and exc.index is not None and exc.index < len(records):
+        at = exc.key if exc.key in records[exc.index] else f"targets.{key}"
+        doc = "probes/facts/README.md" if key == "facts" else "probes/memorised/README.md"
+        return ck.fail(f"{exc}; the format: {doc}",
+                       at, f"targets.{key}", exc.index)
+    return ck.fail(f"[[targets.{key}]]: {exc}", key, "targets")
+
+
+def _templates(ck: _Checker, value) -> dict:
+    from ..errors import InputError
+    from ..suites.user import check_templates
+
+    ck.typed(value, dict, "templates", "targets")
+    for rel, t in value.items():
+        try:
+            check_templates({rel: t})
+        except InputError as exc:
+            msg = str(exc)
+            key = next((k for k in (t if isinstance(t, dict) else ()) if repr(k) in msg or f"template {k} " in msg),
+                       f"targets.templates.{rel}")
+            raise ck.fail(f"[targets.templates.{rel}]: {msg}", key, f"targets.templates.{rel}") from exc
+    return check_templates(value)
+
+
+def _targets(ck: _Checker, table: dict, base: Path) -> tuple[Targets, list]:
+    """The [targets] section, and its facts (loaded, forms generated) when it forgets facts."""
+    from ..errors import InputError, SuiteNotFoundError
+    from ..suites import suite_facts
+    from ..suites.user import pool_records, read_pool_records
+
+    t = _section(ck, {k: v for k, v in table.items() if k not in _OWN}, "targets", Targets)
     ck.keys(table, "targets", SECTIONS["targets"])
     forget = _strings(ck, table["forget"], "forget", "targets") if "forget" in table else ()
     retain = table.get("retain", 10)
@@ -255,24 +343,96 @@ def _targets(ck: _Checker, table: dict) -> Targets:
     else:
         ck.typed(retain, int, "retain", "targets")
     pool = ck.typed(table["pool"], str, "pool", "targets") if "pool" in table else None
-    for key, suite in (("suite", t.suite), ("unrelated_suite", t.unrelated_suite)):
-        if not (probes_dir() / "facts" / f"{suite}.jsonl").exists():
-            options = [p.stem for p in (probes_dir() / "facts").glob("*.jsonl")]
-            raise ck.fail(f"[targets] {key} {suite!r} is not a suite; valid: {sorted(options)}", key, "targets")
-    if pool is not None and not (probes_dir() / "memorised" / f"{pool}.jsonl").exists():
-        options = [p.stem for p in (probes_dir() / "memorised").glob("*.jsonl")]
-        raise ck.fail(f"[targets] pool {pool!r} is not a memorised pool; valid: {sorted(options)}", "pool", "targets")
-    if forget:
-        from ..suites import load_suite
-
-        subjects = {f.subject for f in load_suite(t.suite)}
-        for s in (*forget, *(retain if isinstance(retain, tuple) else ())):
-            if s not in subjects:
-                raise ck.fail(f"{s!r} is not a subject of suite {t.suite!r} (close: {close_matches(s, subjects, 3)})",
-                              "forget" if s in forget else "retain", "targets")
+    templates = _templates(ck, table["templates"]) if "templates" in table else {}
+    facts = _records(ck, table["facts"], "facts") if "facts" in table else ()
+    pool_keys = _records(ck, table["pool_keys"], "pool_keys") if "pool_keys" in table else ()
+    references = _strings(ck, table["references"], "references", "targets") if "references" in table else ()
+    if references and len(set(references)) < MIN_REFERENCES:
+        raise ck.fail(f"[targets] references needs at least {MIN_REFERENCES} distinct names (unknown entities of "
+                      f"the targets' kind), got {len(set(references))}; add names or drop the key (default: invented "
+                      "ones of that kind)", "references", "targets")
+    if facts and "suite" in table:
+        raise ck.fail("[targets] has both suite and [[targets.facts]]; give one (inline facts replace the suite)",
+                      "suite", "targets")
+    if facts and not forget:
+        raise ck.fail("[[targets.facts]] needs [targets] forget = [subjects among them]; valid: "
+                      f"{[d.get('subject') for d in facts][:8]}", "targets.facts", "targets.facts")
+    suite = "" if facts else _ref(ck, t.suite, "suite", "facts", base)
+    unrelated_suite = _ref(ck, t.unrelated_suite, "unrelated_suite", "facts", base)
+    if pool is not None and pool_keys:
+        raise ck.fail("[targets] has both pool and [[targets.pool_keys]]; give one", "pool", "targets")
+    if pool is not None:
+        pool = _ref(ck, pool, "pool", "memorised", base)
+        if Path(pool).is_absolute():
+            try:
+                read_pool_records(pool)
+            except InputError as exc:
+                raise ck.fail(f"[targets] pool {table['pool']!r}: {exc}", "pool", "targets") from exc
+    if pool_keys:
+        try:
+            pool_records(pool_keys, [f"[[targets.pool_keys]] {i + 1}" for i in range(len(pool_keys))])
+        except InputError as exc:
+            raise _record_fail(ck, exc, "pool_keys", pool_keys) from exc
     if min(t.neighbours, t.unrelated, t.contexts) < 0 or (isinstance(retain, int) and retain < 0):
         raise ck.fail("[targets] counts (retain, neighbours, unrelated, contexts) must be >= 0")
-    return dataclasses.replace(t, forget=forget, retain=retain, pool=pool)
+    t = dataclasses.replace(t, suite=suite, unrelated_suite=unrelated_suite, forget=forget, retain=retain, pool=pool,
+                            facts=facts, templates=templates, pool_keys=pool_keys, references=references)
+    loaded: list = []
+    if forget or facts or Path(suite).is_absolute():
+        try:
+            loaded = suite_facts(suite, facts, templates)
+        except (InputError, SuiteNotFoundError) as exc:
+            if facts:
+                raise _record_fail(ck, exc, "facts", facts) from exc
+            raise ck.fail(f"[targets] suite {table.get('suite', t.suite)!r}: {exc}", "suite", "targets") from exc
+    if t.unrelated and Path(unrelated_suite).is_absolute():
+        from ..suites import load_suite
+
+        try:
+            load_suite(unrelated_suite, templates=templates)
+        except (InputError, SuiteNotFoundError) as exc:
+            raise ck.fail(f"[targets] unrelated_suite {table['unrelated_suite']!r}: {exc}", "unrelated_suite",
+                          "targets") from exc
+    if forget:
+        label = "the inline facts" if facts else f"suite {table.get('suite', t.suite)!r}"
+        by: dict[str, list] = {}
+        for f in loaded:
+            by.setdefault(f.subject, []).append(f.id)
+        for s in (*forget, *(retain if isinstance(retain, tuple) else ())):
+            key = "forget" if s in forget else "retain"
+            if s not in by:
+                raise ck.fail(f"{s!r} is not a subject of {label} (close: {close_matches(s, by, 3)}); valid: the "
+                              f"subjects of its facts", key, "targets")
+            if len(by[s]) > 1:
+                raise ck.fail(f"{s!r} is the subject of {len(by[s])} facts of {label} ({by[s]}); give them distinct "
+                              "subjects (forget and retain name facts by subject)", key, "targets")
+    return t, loaded
+
+
+def _check_subjects(ck: _Checker, targets: Targets, facts: list, edits: list, verify: Verify) -> None:
+    """A method that reads the subject's tokens inside each form (MethodSpec.needs_subject) needs every
+    forget fact's forms (the recipe's [verify] forms and the method's own `forms`) to contain its subject."""
+    from ..suites import forms_missing_subject
+    from .methods import METHODS, method_config
+
+    by = {f.subject: (i, f) for i, f in enumerate(facts)}
+    for n, e in enumerate(edits):
+        if not METHODS[e.method].needs_subject:
+            continue
+        forms = tuple(dict.fromkeys((*verify.forms, *getattr(method_config(e.method, e.config), "forms", ()))))
+        for s in targets.forget:
+            i, fact = by[s]
+            missing = forms_missing_subject(fact, forms)
+            if not missing:
+                continue
+            form = missing[0]
+            where = (("targets.facts", "targets.facts", i) if targets.facts else
+                     ("forms", "verify", 0) if form in verify.forms else ("config", "edit", n))
+            drop = "[verify] forms" + ("" if form in verify.forms else " and the edit's config forms")
+            raise ck.fail(f"edit {e.name!r} ({e.method}) reads the subject's tokens in every form, but fact "
+                          f"{fact.id!r} form {form!r} does not contain its subject {fact.subject!r}: "
+                          f"{fact.forms[form]['prompt']!r}; valid: put {fact.subject!r} in that prompt (give the "
+                          f"form explicitly) or drop {missing} from {drop}", *where)
 
 
 def load_recipe(path: str | Path) -> Recipe:

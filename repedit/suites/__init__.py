@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, SuiteNotFoundError, close_matches
+from ..errors import SuiteNotFoundError, close_matches
 
 FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
 
@@ -30,6 +29,7 @@ class Fact:
     forms: dict
     source: str
     kind: str = "entity"     #: what the subject is (country, person, place, work, organisation, …)
+    redirect_to: str | None = None   #: a harmless concept ROCR should make the subject read as (optional)
 
     @property
     def answers(self) -> tuple[str, ...]:
@@ -47,30 +47,34 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in (probes_dir() / "facts").glob("*.jsonl"))
 
 
-def load_suite(name_or_path: str, limit: int | None = None) -> list[Fact]:
-    """Facts of a suite by name (probes/facts/<name>.jsonl) or by path to a JSONL file."""
+def load_suite(name_or_path: str, limit: int | None = None, templates: dict | None = None) -> list[Fact]:
+    """Facts of a suite: a built-in name (probes/facts/<name>.jsonl) or a path to a JSONL or CSV file of
+    full records (the built-in format) or minimal ones (subject, answer, prompt; the missing forms are
+    generated, see `repedit.suites.user`). `templates`: relation → {qa, blank, paraphrase, shot}."""
+    from .user import is_path
+
     path = Path(name_or_path)
-    if not path.suffix:
+    if not (is_path(name_or_path) or path.is_file()):
         path = probes_dir() / "facts" / f"{name_or_path}.jsonl"
     if not path.exists():
         names = available_suites()
         raise SuiteNotFoundError(f"no suite {name_or_path!r}; available: {names} "
-                                 f"(closest: {close_matches(str(name_or_path), names)}); "
-                                 "rebuild them with `./dev build-probes`")
-    facts = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-            facts.append(Fact(id=d["id"], subject=d["subject"], relation=d["relation"], answer=d["answer"],
-                              aliases=tuple(d.get("aliases", ())), forms=d["forms"], source=d["source"],
-                              kind=d.get("kind") or relation_kind(d["relation"])))
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}:{i}: malformed fact ({exc}); regenerate with `./dev build-probes`") from exc
+                                 f"(closest: {close_matches(str(name_or_path), names)}), or a path to a .jsonl/"
+                                 ".csv file; rebuild the built-in ones with `./dev build-probes`")
+    facts = load_facts(path, templates)
     if limit is not None:
         facts = facts[:limit]
     return facts
+
+
+def suite_facts(suite: str = "", facts: tuple = (), templates: dict | None = None) -> list[Fact]:
+    """A recipe's facts: inline records (`facts`, [[targets.facts]]) if any, else the suite (name or path)."""
+    if facts:
+        from .user import facts_from_records
+
+        return facts_from_records(list(facts), templates, origin="inline",
+                                  wheres=[f"[[targets.facts]] {i + 1}" for i in range(len(facts))])
+    return load_suite(suite, templates=templates)
 
 
 def unknown_entities(limit: int | None = None) -> list[str]:
@@ -85,3 +89,7 @@ def load_text(name: str = "news", split: str = "heldout") -> list[str]:
         have = sorted(p.name for p in (probes_dir() / "text").glob("*.txt"))
         raise SuiteNotFoundError(f"no text corpus {path.name}; available: {have}")
     return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+# user files and minimal records (re-exported)
+from .user import facts_from_records, forms_missing_subject, load_facts  # noqa: E402, F401

@@ -8,10 +8,10 @@ sequences memorised in training or by fine-tuning (M) against never-seen sequenc
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -65,16 +65,24 @@ def pool_names() -> list[str]:
 
 
 def load_pool(name: str = "natural") -> Pool:
-    """A natural pool from probes/memorised/<name>.jsonl (all candidates; screen before use)."""
-    path = probes_dir() / "memorised" / f"{name}.jsonl"
+    """A natural pool (all candidates; screen before use): a name (probes/memorised/<name>.jsonl) or a
+    path to a JSONL or CSV file of records key, memorised, paraphrase_c, paraphrase_b (, source)."""
+    from .user import is_path, read_pool_records
+
+    path = Path(name) if is_path(name) or Path(name).is_file() else probes_dir() / "memorised" / f"{name}.jsonl"
     if not path.exists():
         raise SuiteNotFoundError(f"no pool {name!r}; available: {pool_names()} "
-                                 f"(closest: {close_matches(name, pool_names())})")
-    keys = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            keys.append(PoolKey(r["key"], r["memorised"], r["paraphrase_c"], r["paraphrase_b"], r.get("source", "")))
+                                 f"(closest: {close_matches(name, pool_names())}), or a path to a .jsonl/.csv file")
+    return pool_from_records(read_pool_records(path), name=path.stem)
+
+
+def pool_from_records(records, name: str = "inline") -> Pool:
+    """A Pool from records (dicts with key, memorised, paraphrase_c, paraphrase_b, optional source), e.g. a
+    recipe's [[targets.pool_keys]]; validated like a file's."""
+    from .user import pool_records
+
+    keys = [PoolKey(r["key"], r["memorised"], r["paraphrase_c"], r["paraphrase_b"], r.get("source", ""))
+            for r in pool_records(list(records))]
     return Pool(name=name, keys=tuple(keys))
 
 

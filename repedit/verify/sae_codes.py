@@ -3,8 +3,9 @@ do to recall and fluency?
 
 `fit_knownness` fits a logistic probe (`repedit.locate.probes.fit_probe`) on SAE codes (or, without
 an SAE, on the residual at a site) of known vs unknown entities at the entity's last token, in
-`EVAL_FRAMES` (none of them is a training frame of `repedit.edits.sae_align`, so the classifier
-reads templates the edit never saw);
+`EVAL_FRAMES` by default (the country frames; `repedit.suites.references.frames(kind).measure` for
+another kind: none of them is a training frame of `repedit.edits.sae_align`, so the classifier reads
+templates the edit never saw);
 `P(known)` of an entity is the probe's probability averaged over those frames.
 `sae_align_effect` measures P(known), recall (five forms), neighbours, unrelated facts and
 perplexity before an edit and with it applied (reverted after), and the cosine between each
@@ -22,14 +23,14 @@ import torch
 from ..capture import capture
 from ..errors import InputError
 from ..locate.probes import ProbeDirection, fit_probe
-from ..locate.sae_features import ENTITY_FRAME, encode_texts, sae_site
+from ..locate.sae_features import encode_texts, sae_site
 from ..sites import Site
 from ..suites import FORMS, Fact
+from ..suites.references import frames as kind_frames
 from .perplexity import perplexity
 from .recall import recall
 
-EVAL_FRAMES = (ENTITY_FRAME.replace("{entity}", "{}"), "A short history of {}", "I am writing a travel guide to {}",
-               "The government of {}")
+EVAL_FRAMES = kind_frames("country").measure   # (ENTITY_FRAME, "A short history of {}", travel guide, government)
 
 
 def entity_features(handle, sae, texts: Sequence[str], site: Site) -> torch.Tensor:
