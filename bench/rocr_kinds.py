@@ -7,7 +7,7 @@ after) under four ROCR settings — the preset layers or per-target traced layer
 recall is measured in the five forms (answer probability) on the target, plus 10 neighbours
 (blank + qa). The forget fraction is after / before of the five-form mean. Writes bench/rocr_kinds.json.
 
-    .venv/bin/python bench/rocr_kinds.py [suite ...]
+    .venv/bin/python bench/rocr_kinds.py [suite ...]        # ROCR_SETTINGS=preset/unknown,traced/unknown: a subset
 """
 
 import json
@@ -30,6 +30,8 @@ from repedit.verify.recall import recall  # noqa: E402
 SETTINGS = {"preset/unknown": {}, "preset/refusal": {"redirect": "refusal"},
             "traced/unknown": {"layers": "traced"}, "traced/refusal": {"layers": "traced", "redirect": "refusal"}}
 N_TARGETS, N_NEIGHBOURS = 6, 10
+if os.environ.get("ROCR_SETTINGS"):
+    SETTINGS = {k: SETTINGS[k] for k in os.environ["ROCR_SETTINGS"].split(",")}
 
 
 def known_suite(name: str, model_id: str):
@@ -46,7 +48,8 @@ def main(suites):
         targets, neighbours = facts[:N_TARGETS], facts[N_TARGETS:N_TARGETS + N_NEIGHBOURS]
         before = recall(h, targets, FORMS, progress=False)
         n_before = recall(h, neighbours, ("blank", "qa"), progress=False).mean_probability
-        row = {"targets": [f.subject for f in targets], "before": before.summary(), "neighbours_before": n_before}
+        row = out.get(suite, {}) | {"targets": [f.subject for f in targets], "before": before.summary(),
+                                    "neighbours_before": n_before}
         for name, kw in SETTINGS.items():
             t0 = time.perf_counter()
             rocr = ROCR(h, ROCRConfig(stats_tokens=40_000, **kw))

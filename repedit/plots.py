@@ -78,7 +78,7 @@ _TRACE_NAMES = {"resid": "residual (resid_post)", "mlp": "MLP output (window)", 
 
 
 def _trace_panels(plt, n_panels: int, n_rows: int, n_layers: int):
-    width = max(4.0, 0.2 * n_layers + 2.2)
+    width = max(4.0, 0.13 * n_layers + 2.5)
     fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, 0.32 * n_rows + 2.0), squeeze=False)
     return fig, list(axes[0])
 

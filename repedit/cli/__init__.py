@@ -1,6 +1,6 @@
 """The `repedit` command line (typer): one module per verb group, each calling the API only.
 
-models (models, build-probes, train-sae, demo) · verify (recall, filter-known, perplexity,
+models (models, build-probes, train-sae) · demo · verify (recall, filter-known, perplexity,
 screen-pools, signature, regimes) · locate (sub-commands) · edit (hand-written commands, plus one per
 registered method: `methods`) · export · run (run, compare) · presets (list, show, build).
 """
@@ -11,13 +11,14 @@ import os
 
 import typer
 
-from . import edit, locate, methods, models, presets, run, verify
+from . import demo, edit, locate, methods, models, presets, run, verify
 from .common import console
 
 app = typer.Typer(help="repedit: locate, edit, attack, verify and export representations in language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 models.register(app)
+demo.register(app)
 verify.register(app)
 app.add_typer(locate.app, name="locate")
 app.add_typer(presets.app, name="presets")

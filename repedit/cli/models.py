@@ -82,31 +82,3 @@ def register(app: typer.Typer) -> None:
         save(sae, out, cfg, quality, timings, force=force)
         console.print_json(data={"quality": quality, **timings})
         console.print(f"saved {out}")
-
-    @app.command()
-    def demo(model: str = typer.Option("smollm2-135m")):
-        """A short real tour: load the default model, complete a fact, capture a site, measure recall."""
-        import torch
-
-        from ..capture import capture
-        from ..models import load
-        from ..sites import Site
-        from ..suites import load_suite
-        from ..verify.recall import recall
-
-        t0 = time.perf_counter()
-        handle = load(model)
-        console.print(f"[bold]loaded[/] {handle.id}: {handle.n_layers} layers, d_model {handle.d_model}, "
-                      f"d_mlp {handle.d_mlp} in {time.perf_counter() - t0:.1f}s")
-        batch = handle.encode(["The capital of France is"])
-        out = handle.model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=handle.pad_id)
-        completion = handle.tokenizer.decode(out[0, batch["input_ids"].shape[1]:])
-        console.print(f"'The capital of France is' -> {completion!r}")
-        site = Site(handle.n_layers // 2, "resid_post")
-        acts = capture(handle, ["The Eiffel Tower is in Paris.", "Mount Fuji is in Japan."], [site])[site]
-        console.print(f"captured {site}: shape {tuple(acts.shape)}, cosine between the two texts "
-                      f"{float(torch.cosine_similarity(acts[0], acts[1], dim=0)):.3f}")
-        for suite in ("capitals", "unknown-entities"):
-            res = recall(handle, load_suite(suite, limit=8), progress=False)
-            console.print(f"recall on 8 {suite}: " + ", ".join(f"{k} {v.accuracy:.2f}" for k, v in res.forms.items()))
-        console.print(f"demo done in {time.perf_counter() - t0:.0f}s")

@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {result.dir / 'report.html'}")
 
     @app.command("compare")
-    def compare_cmd(forget: str = typer.Option(..., help="comma-separated subjects of the capitals suite"),
+    def compare_cmd(forget: str = typer.Option(..., help="comma-separated subjects of the suite"),
+                    suite: str = typer.Option("capitals", help="fact suite: a built-in name or a .jsonl/.csv path"),
                     methods: str = typer.Option(",".join(FACT_METHODS), help="comma-separated methods"),
                     relearn_steps: int = typer.Option(10, help="relearning attack steps (0 = off)"),
                     trace_prompts: int = typer.Option(40, help="prompts for trace detection (0 = off)"),
@@ -82,10 +83,11 @@ def register(app: typer.Typer) -> None:
         names = [m.strip() for m in methods.split(",") if m.strip()]
         text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,
-                              dtype=dtype)
+                              dtype=dtype, suite=suite)
         recipe = parse_recipe(text, "<compare>")
         run_dir = out or Path("runs") / "compare"
-        command = (f"repedit compare --forget {','.join(subjects)} --methods {','.join(names)} --relearn-steps "
+        command = (f"repedit compare --suite {suite} --forget {','.join(subjects)} --methods {','.join(names)} "
+                   f"--relearn-steps "
                    f"{relearn_steps} --trace-prompts {trace_prompts}" + (f" --sae {sae}" if sae else "")
                    + (" --quick" if quick else "") + f" --seed {seed} --model {model} --dtype {dtype}"
                    + f"   # or: repedit run {run_dir}/recipe.toml")

@@ -78,7 +78,7 @@ def refusal_value(handle, target: str, layer: int, contexts: Sequence[str], refu
             lp = refusal_logprob(logits)
             kl_lp = torch.log_softmax(logits[-1, subject_pos[-1]].float(), -1)
             if kl_ref is None:
-                kl_ref, first = kl_lp.detach(), float(lp.exp().mean())
+                kl_ref, first = kl_lp.detach(), float(lp.detach().exp().mean())
             kl = torch.nn.functional.kl_div(kl_lp, kl_ref, log_target=True, reduction="sum")
             loss = -lp.mean() + kl_weight * kl
             loss.backward()

@@ -10,7 +10,7 @@ FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
 
 def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
                    sae: str | None, quick: bool, seed: int, model: str = "smollm2-135m",
-                   dtype: str = "float32") -> str:
+                   dtype: str = "float32", suite: str = "capitals") -> str:
     """The TOML of a comparison recipe (validated like any other). Quick GA / NPO train four MLP output
     matrices starting 12 layers below the top (SmolLM2-135M: 18–21; the layer count comes from the
     model's preset)."""
@@ -29,7 +29,8 @@ def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_
                 "npo": '{ steps = 60, lr = 3e-5, forms = ["blank", "qa", "adversarial"], retain_weight = 1.0, '
                        'stop_at = 0.02 }',
                 "rmu": "{ stop_at = 0.02 }"}
-    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', f'[model]\nid = "{model}"\ndtype = "{dtype}"\n', "[targets]",
+    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', f'[model]\nid = "{model}"\ndtype = "{dtype}"\n',
+             "[targets]", f"suite = {json.dumps(suite)}",
              "forget = [" + ", ".join(json.dumps(s) for s in forget) + "]", "retain = 10", "neighbours = 12\n",
              "[attacks]", f"relearn_steps = {relearn_steps}", f"trace_prompts = {trace_prompts}"]
     if sae:
