@@ -22,6 +22,7 @@ import repedit  # noqa: E402
 from repedit.edits.rocr import ROCR, ROCRConfig  # noqa: E402
 from repedit.edits.stack import applied  # noqa: E402
 from repedit.locate.tracing import ROLES, trace_facts  # noqa: E402
+from repedit.plots import trace_aggregate_heatmap  # noqa: E402
 from repedit.recipes.methods import rocr_redirects  # noqa: E402
 from repedit.suites import FORMS, facts_from_records  # noqa: E402
 from repedit.text import answer_ids, continuation_logprobs, prompt_ids  # noqa: E402
@@ -48,6 +49,7 @@ def main():
     facts = known_facts(h, facts_from_records(raw))
     out = {"facts": [f.subject for f in facts], "before": measure(h, facts)}
     agg = trace_facts(h, facts, kinds=("resid", "mlp", "attn"), samples=3)
+    trace_aggregate_heatmap(agg, "docs/runs/traces/works-author.png")
     out["trace"] = {k: {role: [None if np.isnan(x) else round(float(x), 3) for x in agg.recovery[k][i]]
                         for i, role in enumerate(ROLES)} for k in ("resid", "mlp", "attn")}
     for name, kw in {"preset": {}, "traced": {"layers": "traced"}}.items():

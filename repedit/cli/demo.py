@@ -86,7 +86,8 @@ def run_demo(model: str = "smollm2-135m", out: Path = Path("runs/demo"), subject
     last = peak(trace, "resid", at="last token")
     console.print(f"[bold]2. locate[/] causal trace (subject embeddings noised: p {trace.clean:.3f} → "
                   f"{trace.corrupted:.3f}): restoring the residual at the subject's last token brings back "
-                  f"{subj.recovery:.0%} at layer {subj.layer}; at the last token from layer {last.layer} ({png})")
+                  f"{subj.recovery:.0%} of what the noise took at layer {subj.layer}; at the last token, layer "
+                  f"{last.layer} ({png})")
 
     text = RECIPE.format(model=model, subject=json.dumps(fact.subject), out=out)
     (out / "recipe.toml").write_text(text)

@@ -37,12 +37,14 @@ def register(app: typer.Typer) -> None:
     def build_probes(out: Path = typer.Option(None, help="output folder (default probes/facts)"),
                      wiki_dump: Path = typer.Option(None, help="gensim's enwiki ...-shortened.bz2: rebuild "
                                                                "probes/text/wiki.*"),
-                     held_out: int = typer.Option(150, help="paragraphs kept aside as wiki.heldout")):
-        """Regenerate the fact suites from offline packages (needs the [data] extra)."""
+                     held_out: int = typer.Option(150, help="paragraphs kept aside as wiki.heldout"),
+                     only: list[str] = typer.Option([], "--only", help="build only these suites")):
+        """Regenerate the fact suites from offline packages (needs the [data] extra; people-occupations needs
+        WordNet (WORDNET_DIR), us-cities the gensim wheel)."""
         from ..suites import probes_dir
         from ..suites.build import build_all
 
-        counts = build_all(out or probes_dir() / "facts")
+        counts = build_all(out or probes_dir() / "facts", only=list(only) or None)
         for name, n in counts.items():
             console.print(f"{name}: {n} facts")
         if wiki_dump is not None:
