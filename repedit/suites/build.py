@@ -186,16 +186,19 @@ def people_occupations(per_occupation: int = 200, wordnet: Path | None = None) -
                   "instance hypernyms of noun.person synsets", seed=6, aliases=aliases)
 
 
-def us_city_states() -> list[dict]:
-    """US cities → their state, from the `city-in-state` section of the word2vec analogy file that
-    gensim ships (gensim/test/test_data/questions-words.txt; read, not imported)."""
+def us_city_states(path: Path | None = None) -> list[dict]:
+    """US cities → their state, from the `city-in-state` section of the word2vec analogy file (default: the
+    copy gensim ships, gensim/test/test_data/questions-words.txt; read, not imported)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("us_city_states needs the gensim wheel's data file: "
-                         "`pip install --no-deps gensim==4.4.0`")
-    path = Path(spec.submodule_search_locations[0]) / "test" / "test_data" / "questions-words.txt"
+    source = "a word2vec analogy file"
+    if path is None:
+        spec = importlib.util.find_spec("gensim")
+        if spec is None or not spec.submodule_search_locations:
+            raise InputError("us_city_states needs the gensim wheel's data file: "
+                             "`pip install --no-deps gensim==4.4.0`")
+        path = Path(spec.submodule_search_locations[0]) / "test" / "test_data" / "questions-words.txt"
+        source = f"gensim=={version('gensim')} test_data/questions-words.txt"
     pairs: dict[str, str] = {}
     section = None
     for line in path.read_text().splitlines():
@@ -205,8 +208,9 @@ def us_city_states() -> list[dict]:
             a, b, c, d = line.split()
             pairs.setdefault(a, b)
             pairs.setdefault(c, d)
-    return _facts("city_state", list(pairs.items()), f"gensim=={version('gensim')} test_data/questions-words.txt "
-                  "(city-in-state analogies; LGPL-2.1)", seed=7)
+    if not pairs:
+        raise InputError(f"{path} has no ': city-in-state' section of 'city state city state' lines")
+    return _facts("city_state", list(pairs.items()), f"{source} (city-in-state analogies; LGPL-2.1)", seed=7)
 
 
 def made_up_countries(n: int = 40, seed: int = 7) -> list[dict]:
