@@ -22,7 +22,8 @@ app = typer.Typer(help="Edit the model's weights (reversible, exportable).", no_
 @app.command("rocr")
 @with_config(ROCRConfig)
 def rocr_cmd(target: str = typer.Option(..., help="concept to redirect, e.g. France"),
-             redirect_to: str = typer.Option(..., help="harmless concept it should read as"),
+             redirect_to: str = typer.Option(None, help="harmless concept it should read as (default: an invented "
+                                                        "entity of the target's kind, or --redirect refusal)"),
              model: str = typer.Option("smollm2-135m"),
              suite: str = typer.Option("capitals", help="suite whose facts about the target are shown"),
              out: Path = typer.Option(None, help="export the edited model here"),
@@ -30,11 +31,18 @@ def rocr_cmd(target: str = typer.Option(..., help="concept to redirect, e.g. Fra
     """Rank-one concept redirection (training-free, null-space protected)."""
     from .. import load
     from ..edits.rocr import ROCR
+    from ..recipes.methods import rocr_redirects
 
     cfg = ROCRConfig(**overrides)
     handle = load(model)
     rocr = ROCR(handle, cfg, progress=True)
-    show_and_export(handle, rocr.edit(target, redirect_to), facts_about(suite, [target]), out, force)
+    facts = facts_about(suite, [target])
+    if redirect_to is None and cfg.redirect != "refusal":
+        if not facts:
+            raise InputError(f"{target!r} is not a subject of suite {suite!r}: give --redirect-to (a harmless "
+                             "concept) or --redirect refusal")
+        redirect_to = rocr_redirects(facts[:1], cfg.redirect)[0]
+    show_and_export(handle, rocr.edit(target, redirect_to, fact=facts[0] if facts else None), facts, out, force)
 
 
 @app.command("value-vectors")
