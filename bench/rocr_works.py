@@ -48,10 +48,10 @@ def main():
     raw = tomllib.loads(Path("recipes/inline-facts.toml").read_text())["targets"]["facts"]
     facts = known_facts(h, facts_from_records(raw))
     out = {"facts": [f.subject for f in facts], "before": measure(h, facts)}
-    agg = trace_facts(h, facts, kinds=("resid", "mlp", "attn"), samples=3)
+    agg = trace_facts(h, facts, kinds=("resid", "mlp"), samples=2)
     trace_aggregate_heatmap(agg, "docs/runs/traces/works-author.png")
     out["trace"] = {k: {role: [None if np.isnan(x) else round(float(x), 3) for x in agg.recovery[k][i]]
-                        for i, role in enumerate(ROLES)} for k in ("resid", "mlp", "attn")}
+                        for i, role in enumerate(ROLES)} for k in ("resid", "mlp")}
     for name, kw in {"preset": {}, "traced": {"layers": "traced"}}.items():
         rocr = ROCR(h, ROCRConfig(**kw))
         per = []
