@@ -19,12 +19,25 @@ def _pyplot():
     return plt
 
 
+def _target(path: str | Path) -> Path:
+    """`path` as a Path whose folder exists."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close `fig`; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def bars(values: Sequence[float], path: str | Path, *, title: str, ylabel: str, xlabel: str = "layer",
          labels: Sequence[str] | None = None, highlight: Sequence[int] = ()) -> Path:
     """A bar chart (one bar per layer by default) saved as PNG; returns the path."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt, path = _pyplot(), _target(path)
     fig, ax = plt.subplots(figsize=(max(6, len(values) * 0.28), 3.2))
     xs = list(range(len(values)))
     colors = ["tab:red" if i in set(highlight) else "tab:blue" for i in xs]
@@ -34,17 +47,12 @@ def bars(values: Sequence[float], path: str | Path, *, title: str, ylabel: str, 
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.set_xlabel(xlabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def signature_plot(result, path: str | Path) -> Path:
     """Per-depth memorisation signature: True/Pure LOO, gap with its 95% band, and the controls."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt, path = _pyplot(), _target(path)
     c = result.curve
     xs = result.depths
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -67,10 +75,7 @@ def signature_plot(result, path: str | Path) -> Path:
     ax2.legend(fontsize=7)
     fig.suptitle(f"memorisation signature — {result.model}, pool {result.pool} ({len(result.keys)} keys, "
                  f"{result.n_views} contexts)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 _TRACE_CMAPS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -94,9 +99,7 @@ def _layer_ticks(ax, layers: Sequence[int]) -> None:
 def trace_heatmap(result, path: str | Path) -> Path:
     """Causal trace of one prompt (a `TraceResult`): one panel per kind, tokens (subject marked
     `*`) by layers, colour = answer probability with that state restored."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt, path = _pyplot(), _target(path)
     s, e = result.subject_span
     labels = [f"{(t.strip() or repr(t))}{'*' if s <= i < e else ''}" for i, t in enumerate(result.tokens)]
     fig, axes = _trace_panels(plt, len(result.kinds), len(labels), len(result.layers))
@@ -112,17 +115,12 @@ def trace_heatmap(result, path: str | Path) -> Path:
         fig.colorbar(im, ax=ax).set_label(f"p({result.answer_token.strip()!r})", fontsize=7)
     fig.suptitle(f"causal trace: {result.prompt!r} -> {result.answer!r} (noise {result.noise}σ, "
                  f"{result.samples} samples, window {result.window})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def trace_aggregate_heatmap(aggregate, path: str | Path) -> Path:
     """Mean recovery per token role (a `TraceAggregate`): one panel per kind, six roles by layers."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt, path = _pyplot(), _target(path)
     labels = [f"{r} (n={c})" for r, c in zip(aggregate.roles, aggregate.counts)]
     fig, axes = _trace_panels(plt, len(aggregate.kinds), len(labels), len(aggregate.layers))
     for ax, kind in zip(axes, aggregate.kinds):
@@ -136,7 +134,4 @@ def trace_aggregate_heatmap(aggregate, path: str | Path) -> Path:
         fig.colorbar(im, ax=ax).set_label("mean recovery", fontsize=7)
     fig.suptitle(f"causal trace over {len(aggregate.results)} facts ({aggregate.form} form"
                  f"{f', {len(aggregate.skipped)} skipped' if aggregate.skipped else ''})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -188,9 +188,10 @@ class ROCR:
         prior = len(self.prior_keys[layers[0]])
         if remember:
             self.edited.append(target)
+            others = [l for l in self.prior_keys if l not in keys]       # layers earlier targets were edited at
+            keys |= self._keys(target, others) if others else {}
             for layer in self.prior_keys:
-                k = keys[layer] if layer in keys else self._keys(target, [layer])[layer]
-                self.prior_keys[layer].append(k.double())
+                self.prior_keys[layer].append(keys[layer].double())
         cfg_dict = config_record(cfg)
         return Edit(method="rocr", deltas=tuple(deltas), model_id=h.id, config=cfg_dict,
                     target={"concept": target, "redirect_to": redirect_to or f"refusal: {cfg.refusal}"},

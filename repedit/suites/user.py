@@ -268,7 +268,7 @@ def facts_from_records(records: Sequence[Mapping], templates: Mapping | None = N
         rel = r["relation"]
         t = {**RELATIONS.get(rel, {}), **templates.get(rel, {})}
         t.pop("kind", None)
-        kind = r["kind"] or RELATIONS.get(rel, {}).get("kind") or relation_kind(rel)
+        kind = r["kind"] or relation_kind(rel)
         missing = [f for f in FORMS if f not in r["forms"] or (f == "mc" and "answer_index" not in r["forms"][f])]
         if not missing:
             facts.append(Fact(r["id"], r["subject"], rel, r["answer"], r["aliases"], r["forms"], r["source"] or origin,
