@@ -5,6 +5,11 @@ Layout of the output directory:
   from_pretrained(dir)` loads it with no repedit installed;
 - manifest.json: repedit version, base model, every edit (method, config, target, deltas and their
   ranks), per-tensor sha256 before and after, and the logit check made after writing;
+- the base model is named by its hub id, never by a local path (`base_model`): a packaged model by the
+  hub id it was made from plus the package and version its weights came from; a hub name as given
+  (with the commit it resolved to, when known); a local directory by its config's own `_name_or_path`
+  when that is a hub id (`org/name`), else by the directory's name alone. config.json's
+  `_name_or_path` is that id too;
 - edits.safetensors: every delta's factors (`<edit>.<delta>.u|v|q`) — re-applying them to the
   original weights reproduces the export bit-exactly (`reapply`);
 - originals.safetensors: the original values of the touched tensors, so `revert` is exact even for
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,6 +42,44 @@ CHECK_TEXTS = ("The capital of France is", "Licensed under the Apache License, V
 
 class ExportError(ReprEditError, OSError):
     """The export could not be written or did not reproduce the in-memory model."""
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")   #: org/name
+
+
+def base_model(handle) -> dict:
+    """The manifest's `base_model`: {"id": hub id or directory name, "repedit_name", "source_package",
+    "revision", "weights"} — no local path (see the module doc)."""
+    from .models.registry import PACKAGED, package_version
+
+    entry = PACKAGED.get(handle.id)
+    if entry is not None:
+        version = package_version(handle.id)
+        return {"id": entry.hub_id, "repedit_name": handle.id,
+                "source_package": f"{entry.dist}=={version}" if version else entry.dist,
+                "revision": None, "weights": entry.weights}
+    local = Path(str(handle.source)).expanduser()
+    cfg = getattr(handle.model, "config", None)
+    if local.is_dir():
+        try:
+            own = json.loads((local / "config.json").read_text()).get("_name_or_path")
+        except (OSError, ValueError):
+            own = None
+        hub = own if isinstance(own, str) and HUB_ID.fullmatch(own) else None
+        weights = "a local directory" + ("" if hub else " (no hub id in its config.json)")
+        return {"id": hub or local.resolve().name, "repedit_name": None, "source_package": None,
+                "revision": None, "weights": weights}
+    return {"id": str(handle.source), "repedit_name": None, "source_package": None,
+            "revision": getattr(cfg, "_commit_hash", None), "weights": "the hub model"}
+
+
+def _name_config(directory: Path, hub_id: str) -> None:
+    """config.json's `_name_or_path` = the base model's id (transformers leaves it out or writes the
+    local path it loaded from)."""
+    path = directory / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["_name_or_path"] = hub_id
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)
@@ -110,6 +154,8 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
     try:
         handle.model.save_pretrained(tmp, safe_serialization=True)
         handle.tokenizer.save_pretrained(tmp)
+        base = base_model(handle)
+        _name_config(tmp, base["id"])
         edits = list(stack.edits) if stack else []
         records, tensors, originals, before = [], {}, {}, {}
         for i, e in enumerate(edits):
@@ -139,7 +185,7 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
         manifest = {
             "format": "repedit-export/1", "repedit_version": __version__, "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "base_model": {"id": handle.id, "source": handle.source},
+            "base_model": base,
             "edits": records, "tensors": before,
             "journal": stack.to_dict() if stack else [],
             "check": {"texts": list(check_texts), "max_abs_logit_diff": diff, "atol": atol},

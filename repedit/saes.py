@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .backends.base import get_backend
 from .capture import capture
+from .data import resolve_sae
 from .errors import ConfigError, InputError, ModelNotFoundError, SAEMismatchError
 from .models.cache import atomic_dir, cache_root
 from .models.presets import resolve_config
@@ -257,18 +258,23 @@ def check_sae(sae, handle, *, name: str | None = None, check_model: bool = True)
 
 def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, handle=None, check_model: bool = True):
     """Load any sae-lens SAE from a directory (float32), or from the sae-lens registry when online.
+    A relative name that is not a directory here (`saes/<dir>` or `<dir>`) is looked up in the saes/
+    folders of `repedit.data` ($REPEDIT_DATA, the checkout, the SAEs shipped in the wheel).
     With `handle`, the SAE must have been trained on that model and read its width (`check_sae`)."""
     from sae_lens import SAE
 
     path = Path(path_or_release)
+    if not path.exists() and sae_id is None:
+        try:
+            path = resolve_sae(path)          # where it looked, REPEDIT_DATA
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"{exc}; or a sae-lens release name with sae_id= (needs network)") \
+                from None
     if path.exists():
         sae = SAE.load_from_disk(str(path), dtype="float32")
         if handle is not None:
             check_sae(sae, handle, name=str(path), check_model=check_model)
         return sae
-    if sae_id is None:
-        raise ModelNotFoundError(f"no SAE directory at {str(path)!r}; pass a directory holding cfg.json, "
-                                 "or a sae-lens release name with sae_id= (needs network)")
     try:
         sae = SAE.from_pretrained(str(path_or_release), sae_id, dtype="float32")
     except Exception as exc:  # offline, or unknown release

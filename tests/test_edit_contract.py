@@ -256,6 +256,9 @@ def test_export_reloads_in_plain_transformers_and_reverts(made, tmp_path):
         got = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
     torch.testing.assert_close(got, edited, atol=1e-5, rtol=0)
     man = read_manifest(tmp_path / "out")
+    base = man["base_model"]                                            # by hub id, not by the cache path
+    assert base["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "source" not in base
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["_name_or_path"] == base["id"]
     rec = man["edits"][0]
     assert rec["method"] == edit.method and set(man["tensors"]) == set(edit.params)
     assert all(man["tensors"][p]["dtype"] == dtype for p in edit.params)

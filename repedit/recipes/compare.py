@@ -4,16 +4,18 @@ targets (a TOML recipe, validated like any other)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
 
 
 def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
                    sae: str | None, quick: bool, seed: int, model: str = "smollm2-135m",
-                   dtype: str = "float32", suite: str = "capitals") -> str:
+                   dtype: str = "float32", suite: str = "capitals", lm_eval_tasks: Sequence[str] = (),
+                   lm_eval_include: str | None = None, lm_eval_limit: int = 0) -> str:
     """The TOML of a comparison recipe (validated like any other). Quick GA / NPO train four MLP output
     matrices starting 12 layers below the top (SmolLM2-135M: 18–21; the layer count comes from the
-    model's preset)."""
+    model's preset). `lm_eval_*`: the [verify] lm-eval tasks scored before and after each edit."""
     from ..models.presets import preset_for
 
     n_layers = int(preset_for(model).to_dict()["architecture"]["n_layers"])
@@ -36,6 +38,11 @@ def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_
     if sae:
         lines.append(f"sae = {json.dumps(sae)}")
     lines.append("")
+    if lm_eval_tasks:
+        lines += ["[verify]", f"lm_eval_tasks = {json.dumps(list(lm_eval_tasks))}",
+                  f"lm_eval_limit = {lm_eval_limit}"]
+        lines += [f"lm_eval_include = {json.dumps(lm_eval_include)}"] if lm_eval_include else []
+        lines.append("")
     for m in methods:
         cfg = quick_cfg.get(m, "{}") if quick else full_cfg.get(m, "{}")
         lines += ["[[edit]]", f'method = "{m}"', f"config = {cfg}", ""]

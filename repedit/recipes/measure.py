@@ -30,6 +30,9 @@ class Resolved:
     unknown: list[str] = field(default_factory=list)      # invented entities (knownness probe negatives)
     unknown_refs: Any = None                              # their KnownnessReferences (kind, frames, names)
     knownness: Any = None                                 # the probe fitted on the original model (first measure)
+    benchmark: Any = None                                 # a standard benchmark as the targets (suites.formats)
+    benchmark_reference: dict | None = None               # the retain model's numbers for it (if given)
+    benchmark_state: dict = field(default_factory=dict)   # the original model's answers its metrics compare with
 
     def to_dict(self) -> dict:
         ids = lambda fs: [f.subject for f in fs]    # noqa: E731
@@ -37,7 +40,8 @@ class Resolved:
                 "unrelated": ids(self.unrelated), "pool": None if self.pool is None else self.pool.name,
                 "pool_keys": None if self.pool is None else [k.key for k in self.pool.keys],
                 "perplexity_docs": len(self.texts), "trace_prompts": len(self.trace_prompts),
-                "forget_not_known_before": self.not_known}
+                "forget_not_known_before": self.not_known,
+                "benchmark": None if self.benchmark is None else self.benchmark.to_dict()}
 
 
 def resolve(handle, recipe: Recipe) -> Resolved:
@@ -53,6 +57,8 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         from ..suites.pools import load_pool, pool_from_records, screened
 
         out.pool, _ = screened(handle, load_pool(t.pool) if t.pool else pool_from_records(t.pool_keys))
+    if t.benchmark:
+        return _resolve_benchmark(handle, recipe, out)
     if not t.forget:
         return out
     facts = suite_facts(t.suite, t.facts, t.templates)    # a built-in name, a path, or inline [[targets.facts]]
@@ -69,6 +75,14 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         out.retain, rest = pool[: t.retain], pool[t.retain:]
     out.neighbours = rest[: t.neighbours]
     out.known = [f.subject for f in pool]
+    return _side_targets(handle, recipe, out)
+
+
+def _side_targets(handle, recipe: Recipe, out: Resolved) -> Resolved:
+    """Unrelated facts and the knownness probe's references, once forget is known."""
+    from ..verify.recall import known_facts
+
+    t = recipe.targets
     if t.unrelated:                                       # (greedy recall of a whole suite: skipped when unused)
         unrelated = load_suite(t.unrelated_suite, templates=t.templates)
         out.unrelated = (known_facts(handle, unrelated) if t.known_only else unrelated)[: t.unrelated]
@@ -76,6 +90,48 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         out.unknown_refs = knownness_references(out.forget, getattr(t, "references", ()))
         out.unknown = list(out.unknown_refs.names)
     return out
+
+
+def _resolve_benchmark(handle, recipe: Recipe, out: Resolved) -> Resolved:
+    """A benchmark's forget split (or its facts about [targets] forget) is forgotten; retain and neighbours
+    come from its other facts as the benchmark gives them (not filtered by what the model knows: the
+    benchmark defines them), else from the known facts of [targets] suite."""
+    from ..suites.formats import load_benchmark
+    from ..verify.benchmarks import load_reference
+    from ..verify.recall import known_facts
+
+    t, b = recipe.targets, recipe.targets.benchmark
+    bench = load_benchmark(b["format"], b["path"], b.get("split", ""), b.get("limit"))
+    out.benchmark = bench
+    out.benchmark_reference = load_reference(b["reference"]) if b.get("reference") else None
+    out.forget, rest = bench.select(t.forget)
+    if not rest:
+        suite = suite_facts(t.suite, (), t.templates)
+        rest = known_facts(handle, suite) if t.known_only else suite
+    if isinstance(t.retain, tuple):
+        by = {f.subject: f for f in rest}
+        missing = [s for s in t.retain if s not in by]
+        if missing:
+            from ..errors import InputError
+
+            raise InputError(f"[targets] retain {missing} are not subjects of the benchmark's other facts")
+        out.retain = [by[s] for s in t.retain]
+        rest = [f for f in rest if f.subject not in set(t.retain)]
+    else:
+        out.retain, rest = rest[: t.retain], rest[t.retain:]
+    out.neighbours = rest[: t.neighbours]
+    out.known = list(dict.fromkeys(f.subject for f in (*out.retain, *rest)))
+    return _side_targets(handle, recipe, out)
+
+
+def benchmark_measure(handle, res: Resolved, recipe: Recipe) -> dict | None:
+    """The benchmark's own metrics on the forget items (None without [targets.benchmark])."""
+    if res.benchmark is None:
+        return None
+    from ..verify.benchmarks import score_benchmark
+
+    return score_benchmark(handle, res.benchmark, [f.id for f in res.forget], res.benchmark_state,
+                           res.benchmark_reference, recipe.targets.benchmark.get("max_new_tokens"))
 
 
 KNOWN_ENTITIES = 60                                       # known subjects the knownness probe trains on
@@ -155,6 +211,16 @@ def neighbour_forms(recipe: Recipe) -> list[str]:
     return [f for f in ("blank", "qa") if f in recipe.verify.forms] or list(recipe.verify.forms[:1])
 
 
+def lm_eval_measure(handle, recipe: Recipe) -> dict | None:
+    """[verify] lm_eval_tasks scored on the live model (None when the recipe names none)."""
+    v = recipe.verify
+    if not v.lm_eval_tasks:
+        return None
+    from ..verify.lm_eval_adapter import lm_eval_scores
+
+    return lm_eval_scores(handle, v.lm_eval_tasks, v.lm_eval_include, v.lm_eval_limit or None)
+
+
 def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
     """Recall of forget (all forms), neighbours and unrelated (blank + qa), perplexity, knownness probe."""
     from ..verify.perplexity import perplexity
@@ -164,7 +230,9 @@ def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
             "neighbours": _recall(handle, res.neighbours, side),
             "unrelated": _recall(handle, res.unrelated, side),
             "perplexity": perplexity(handle, res.texts) if res.texts else None,
-            "knownness": knownness(handle, res, recipe) if res.unknown else None}
+            "knownness": knownness(handle, res, recipe) if res.unknown else None,
+            "lm_eval": lm_eval_measure(handle, recipe),
+            "benchmark": benchmark_measure(handle, res, recipe)}
 
 
 def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
@@ -183,7 +251,8 @@ def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     out = {"depths": depths, "true_loo": curve.true_loo, "gap": curve.gap,
            "memorised_logprob": float(np.mean([r.memorised for r in rows])),
            "control_logprob": float(np.mean([r.paraphrase_c for r in rows])),
-           "perplexity": perplexity(handle, res.texts) if res.texts else None}
+           "perplexity": perplexity(handle, res.texts) if res.texts else None,
+           "lm_eval": lm_eval_measure(handle, recipe)}
     if recipe.attacks.probes:
         from ..verify.attackers import probe_variants_attack, refit_attack
 

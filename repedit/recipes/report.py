@@ -158,7 +158,34 @@ def _attack_tables(report: dict) -> str:
     return "".join(parts)
 
 
+def _lm_eval_table(report: dict) -> str:
+    """Capability (lm-eval): per task its acc / acc_norm (± stderr) before and after each edit."""
+    before = report["before"].get("lm_eval")
+    if not before:
+        return ""
+    models = [("before", before)] + [(k, e["after"].get("lm_eval") or {}) for k, e in report["edits"].items()]
+    cols, rows = [("model", "model")], [{"model": k} for k, _ in models]
+    for task, first in before.items():
+        for metric in ("acc", "acc_norm"):
+            if metric not in first:
+                continue
+            cols.append((f"{task}/{metric}", f"{task} {metric}"))
+            for row, (_, scores) in zip(rows, models):
+                m = scores.get(task, {})
+                err = m.get(f"{metric}_stderr")
+                row[f"{task}/{metric}"] = (f"{m[metric]:.3f}" + (f" ± {err:.3f}" if err is not None else "")
+                                           if m.get(metric) is not None else None)
+        cols.append((f"{task}/n", f"{task} items"))
+        for row, (_, scores) in zip(rows, models):
+            row[f"{task}/n"] = scores.get(task, {}).get("n")
+    return ("<h2>Capability (lm-eval)</h2><p>lm-eval tasks on the in-memory model before and after each edit "
+            "(acc: the choice with the highest summed log-prob; acc_norm: that log-prob per character; "
+            "± its standard error).</p>" + _table(rows, cols))
+
+
 def write_html(report: dict, run_dir: str | Path) -> Path:
+    from .report_benchmark import benchmark_section
+
     run_dir = Path(run_dir)
     r, t = report["recipe"], report["targets"]
     what = (f"<p>Model <b>{html.escape(r['model'])}</b>. Forget: {html.escape(', '.join(t['forget']) or '—')}; "
@@ -186,6 +213,8 @@ img{{max-width:100%;margin:0.5em 0}}code{{font-size:12px}}</style></head><body>
 <h2>What was edited</h2>{what}<ul>{methods}</ul>{refused}
 <h2>Comparison</h2>{explain}{_table(report['comparison'], COLUMNS)}
 {_forms_table(report)}
+{_lm_eval_table(report)}
+{benchmark_section(report, _table)}
 <h2>Plots</h2>{''.join(_plots(report, run_dir))}
 {_attack_tables(report)}
 <h2>Reproduce</h2><pre>{html.escape(cmd)}</pre><p>Same seed, same machine type → the same numbers

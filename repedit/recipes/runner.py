@@ -158,6 +158,15 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
             row["p_known_fixed_after"] = after["knownness"]["fixed"]
             row["p_known_refit_after"] = after["knownness"]["refit"]
         row["perplexity_before"], row["perplexity_after"] = before.get("perplexity"), after.get("perplexity")
+        for task, m in (after.get("lm_eval") or {}).items():        # capability: acc per lm-eval task
+            row[f"lm_eval_{task}_acc_before"] = (before.get("lm_eval") or {}).get(task, {}).get("acc")
+            row[f"lm_eval_{task}_acc_after"] = m.get("acc")
+        if after.get("benchmark"):                                    # the benchmark's own headline numbers
+            from ..verify.benchmarks import headline
+
+            first = headline(before.get("benchmark"))
+            for k, v in headline(after["benchmark"]).items():
+                row[f"benchmark_{k}_before"], row[f"benchmark_{k}_after"] = first.get(k), v
         if "memorised_logprob" in after:
             row["memorised_logprob_before"] = before["memorised_logprob"]
             row["memorised_logprob_after"] = after["memorised_logprob"]

@@ -42,6 +42,9 @@ class Targets:
     #: unknown reference entities of the targets' kind for the knownness probe and SAE-align;
     #: default: invented ones of that kind (if given: at least 10 distinct names)
     references: tuple[str, ...] = ()
+    #: a standard benchmark as the targets ([targets.benchmark]: format, path, split, limit, reference,
+    #: max_new_tokens); its forget split is forgotten (or the subjects in `forget`), its own metrics reported
+    benchmark: dict = field(default_factory=dict)
 
     @property
     def has_pool(self) -> bool:
@@ -62,6 +65,9 @@ class Verify:
     signature_depths: tuple[int, ...] = ()   #: LOO probe depths (pool targets)
     knownness: bool = True                   #: known-vs-unknown residual probe on the forget subjects (facts)
     knownness_layer: int = -1                #: its residual layer (resid_post); -1 = the model's preset
+    lm_eval_tasks: tuple[str, ...] = ()      #: lm-eval tasks scored before and after each edit (repedit[eval])
+    lm_eval_include: str | None = None       #: folder of lm-eval task YAMLs (relative: from the recipe's folder)
+    lm_eval_limit: int = 0                   #: items per lm-eval task (0 = all)
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             raise ck.fail(f"method {method!r} works on a memorised pool; set [targets] pool = \"natural\" (a name or "
                           "a .jsonl/.csv path) or give [[targets.pool_keys]]",
                           "method", "edit", i)
-        if spec.targets == "facts" and not targets.forget:
+        if spec.targets == "facts" and not (targets.forget or targets.benchmark):
             raise ck.fail(f"method {method!r} forgets facts; set [targets] forget = [\"France\", ...]",
                           "method", "edit", i)
         label = ck.typed(e.get("name", method), str, "name", "edit")
@@ -220,20 +226,24 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     bad = [f for f in verify.forms if f not in FORMS]
     if bad:
         raise ck.fail(f"unknown forms {bad}; valid: {list(FORMS)}", "forms", "verify")
+    verify = _lm_eval(ck, verify, _base(source))
     if attacks.relearn_steps < 0 or attacks.relearn_lr <= 0 or attacks.relearn_every < 1 or attacks.trace_prompts < 0:
         raise ck.fail("[attacks] needs relearn_steps >= 0, relearn_lr > 0, relearn_every >= 1, trace_prompts >= 0")
-    if attacks.relearn_steps and len(targets.forget) < 2:
+    if attacks.relearn_steps and len(facts if targets.benchmark else targets.forget) < 2:
         raise ck.fail("the relearning attack trains on half the forget facts and measures the other half; "
                       "forget at least 2 subjects or set relearn_steps = 0", "relearn_steps", "attacks")
-    if attacks.sae is not None and not (Path(attacks.sae) / "cfg.json").exists():
-        raise ck.fail(f"[attacks] sae {attacks.sae!r} is not an SAE directory (no cfg.json); "
-                      "e.g. saes/smollm2-135m-L15-topk", "sae", "attacks")
+    from ..data import find_sae  # here, else saes/<dir> of REPEDIT_DATA, the checkout, the wheel
+
+    if attacks.sae is not None and find_sae(attacks.sae) is None:
+        raise ck.fail(f"[attacks] sae {attacks.sae!r} is not an SAE directory (no cfg.json) here nor in the "
+                      "saes/ folders (REPEDIT_DATA, the checkout, the installed package); e.g. "
+                      "saes/smollm2-135m-L15-topk", "sae", "attacks")
     export = raw.get("export", {})
     ck.keys(export, "export", SECTIONS["export"])
     export_edit = export.get("edit")
     if export_edit is not None and export_edit not in names:
         raise ck.fail(f"[export] edit {export_edit!r} is not one of the edits {sorted(names)}", "edit", "export")
-    if targets.forget:
+    if targets.forget or targets.benchmark:
         _check_subjects(ck, targets, facts, edits, verify)
     return Recipe(name, model_id, seed, targets, tuple(edits), verify, attacks, export_edit, source, dtype, device_map)
 
@@ -257,8 +267,38 @@ def _section(ck: _Checker, table: dict, section: str, cls):
     return cls(**kw)
 
 
+def _lm_eval(ck: _Checker, v: Verify, base: Path) -> Verify:
+    """[verify] lm_eval_*: the include folder resolved (from the recipe's folder) and the tasks found in it or
+    among lm-eval's built-ins (whose index, seconds, is read only for names the folder lacks)."""
+    from ..verify.lm_eval_adapter import TaskNotFoundError, check_tasks, has_lm_eval
+
+    tasks = _strings(ck, list(v.lm_eval_tasks), "lm_eval_tasks", "verify")
+    if v.lm_eval_limit < 0:
+        raise ck.fail(f"[verify] lm_eval_limit must be >= 0 (0 = every item), got {v.lm_eval_limit}",
+                      "lm_eval_limit", "verify")
+    include = v.lm_eval_include
+    if include is not None:
+        path = Path(include).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_dir():
+            raise ck.fail(f"[verify] lm_eval_include: no such folder {str(path)!r} (relative paths are read "
+                          f"from the recipe's folder, {str(base)!r}); valid: a folder of lm-eval task YAMLs",
+                          "lm_eval_include", "verify")
+        include = str(path.resolve())
+    if tasks and not has_lm_eval():
+        raise ck.fail("[verify] lm_eval_tasks needs lm-eval: pip install 'repedit[eval]' (or drop the key)",
+                      "lm_eval_tasks", "verify")
+    if tasks:
+        try:
+            check_tasks(tasks, include)
+        except TaskNotFoundError as exc:
+            raise ck.fail(f"[verify] {exc}", "lm_eval_tasks", "verify") from exc
+    return dataclasses.replace(v, lm_eval_tasks=tasks, lm_eval_include=include)
+
+
 MIN_REFERENCES = 10
-_OWN = ("retain", "forget", "pool", "facts", "templates", "pool_keys", "references")
+_OWN = ("retain", "forget", "pool", "facts", "templates", "pool_keys", "references", "benchmark")
+BENCHMARK_KEYS = ("format", "path", "split", "limit", "reference", "max_new_tokens")
 
 
 def _base(source: str) -> Path:
@@ -347,6 +387,7 @@ def _targets(ck: _Checker, table: dict, base: Path) -> tuple[Targets, list]:
     facts = _records(ck, table["facts"], "facts") if "facts" in table else ()
     pool_keys = _records(ck, table["pool_keys"], "pool_keys") if "pool_keys" in table else ()
     references = _strings(ck, table["references"], "references", "targets") if "references" in table else ()
+    benchmark, bench_facts = _benchmark(ck, table["benchmark"], base, forget) if "benchmark" in table else ({}, [])
     if references and len(set(references)) < MIN_REFERENCES:
         raise ck.fail(f"[targets] references needs at least {MIN_REFERENCES} distinct names (unknown entities of "
                       f"the targets' kind), got {len(set(references))}; add names or drop the key (default: invented "
@@ -376,7 +417,10 @@ def _targets(ck: _Checker, table: dict, base: Path) -> tuple[Targets, list]:
     if min(t.neighbours, t.unrelated, t.contexts) < 0 or (isinstance(retain, int) and retain < 0):
         raise ck.fail("[targets] counts (retain, neighbours, unrelated, contexts) must be >= 0")
     t = dataclasses.replace(t, suite=suite, unrelated_suite=unrelated_suite, forget=forget, retain=retain, pool=pool,
-                            facts=facts, templates=templates, pool_keys=pool_keys, references=references)
+                            facts=facts, templates=templates, pool_keys=pool_keys, references=references,
+                            benchmark=benchmark)
+    if benchmark:
+        return t, bench_facts
     loaded: list = []
     if forget or facts or Path(suite).is_absolute():
         try:
@@ -409,6 +453,45 @@ def _targets(ck: _Checker, table: dict, base: Path) -> tuple[Targets, list]:
     return t, loaded
 
 
+def _benchmark(ck: _Checker, value, base: Path, forget: tuple[str, ...]) -> tuple[dict, list]:
+    """[targets.benchmark]: checked, its path resolved, and the benchmark read (its forget facts returned)."""
+    from ..errors import InputError, SuiteNotFoundError
+    from ..suites.formats import FORMATS, load_benchmark
+
+    where = "targets.benchmark"
+    ck.typed(value, dict, "benchmark", "targets")
+    ck.keys(value, where, set(BENCHMARK_KEYS))
+    for key in ("format", "path"):
+        if key not in value:
+            raise ck.fail(f"[targets.benchmark] needs {key} (format: one of {list(FORMATS)}; path: the local file or "
+                          "folder, relative to the recipe)", where, where)
+    b = {"format": ck.typed(value["format"], str, "format", where), "split": ck.typed(value.get("split", ""), str,
+                                                                                       "split", where)}
+    if b["format"] not in FORMATS:
+        raise ck.fail(f"[targets.benchmark] format {b['format']!r} is not one of {list(FORMATS)} (did you mean "
+                      f"{close_matches(b['format'], FORMATS, 2)}?)", "format", where)
+    path = Path(ck.typed(value["path"], str, "path", where)).expanduser()
+    b["path"] = str((path if path.is_absolute() else base / path).resolve())
+    for key in ("limit", "max_new_tokens"):
+        if key in value and ck.typed(value[key], int, key, where) < 1:
+            raise ck.fail(f"[targets.benchmark] {key} must be >= 1, got {value[key]}", key, where)
+        b[key] = value.get(key)
+    if "reference" in value:
+        ref = Path(ck.typed(value["reference"], str, "reference", where)).expanduser()
+        ref = ref if ref.is_absolute() else base / ref
+        if not ref.is_file():
+            raise ck.fail(f"[targets.benchmark] reference: no such file {str(ref)!r}; give the retain model's numbers "
+                          "(`repedit benchmark score --model <retain model>` writes them)", "reference", where)
+        b["reference"] = str(ref.resolve())
+    try:
+        bench = load_benchmark(b["format"], b["path"], b["split"], b["limit"])
+        chosen, _ = bench.select(forget)
+    except (InputError, SuiteNotFoundError) as exc:
+        raise ck.fail(f"[targets.benchmark]: {exc}", "forget" if forget and "subject" in str(exc) else "path",
+                      "targets" if forget and "subject" in str(exc) else where) from exc
+    return b, chosen
+
+
 def _check_subjects(ck: _Checker, targets: Targets, facts: list, edits: list, verify: Verify) -> None:
     """A method that reads the subject's tokens inside each form (MethodSpec.needs_subject) needs every
     forget fact's forms (the recipe's [verify] forms and the method's own `forms`) to contain its subject."""
@@ -420,8 +503,8 @@ def _check_subjects(ck: _Checker, targets: Targets, facts: list, edits: list, ve
         if not METHODS[e.method].needs_subject:
             continue
         forms = tuple(dict.fromkeys((*verify.forms, *getattr(method_config(e.method, e.config), "forms", ()))))
-        for s in targets.forget:
-            i, fact = by[s]
+        pairs = [(None, f) for f in facts] if targets.benchmark else [by[s] for s in targets.forget]
+        for i, fact in pairs:
             missing = forms_missing_subject(fact, forms)
             if not missing:
                 continue
@@ -429,6 +512,10 @@ def _check_subjects(ck: _Checker, targets: Targets, facts: list, edits: list, ve
             where = (("targets.facts", "targets.facts", i) if targets.facts else
                      ("forms", "verify", 0) if form in verify.forms else ("config", "edit", n))
             drop = "[verify] forms" + ("" if form in verify.forms else " and the edit's config forms")
+            if targets.benchmark:
+                others = sorted(k for k, m in METHODS.items() if not m.needs_subject and m.targets == "facts")
+                drop += (", forget only subjects whose questions name them ([targets] forget), or use a method that "
+                         f"does not read the subject ({others})")
             raise ck.fail(f"edit {e.name!r} ({e.method}) reads the subject's tokens in every form, but fact "
                           f"{fact.id!r} form {form!r} does not contain its subject {fact.subject!r}: "
                           f"{fact.forms[form]['prompt']!r}; valid: put {fact.subject!r} in that prompt (give the "

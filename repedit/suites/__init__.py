@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import data_dir, describe
 from ..errors import SuiteNotFoundError, close_matches
 
 FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
 
 
 def probes_dir() -> Path:
-    """`$REPEDIT_PROBES`, else the probes/ folder of the source tree."""
-    env = os.environ.get("REPEDIT_PROBES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "probes"
+    """The probes folder: `$REPEDIT_PROBES`, else `$REPEDIT_DATA/probes`, else the checkout's probes/, else
+    the copy installed with the package (`repedit.data.data_dir`; `DataNotFoundError` names the settings)."""
+    return data_dir("probes")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,9 @@ def load_suite(name_or_path: str, limit: int | None = None, templates: dict | No
         names = available_suites()
         raise SuiteNotFoundError(f"no suite {name_or_path!r}; available: {names} "
                                  f"(closest: {close_matches(str(name_or_path), names)}), or a path to a .jsonl/"
-                                 ".csv file; rebuild the built-in ones with `./dev build-probes`")
+                                 f".csv file; built-in suites are read from {describe('probes')} "
+                                 "(REPEDIT_PROBES / REPEDIT_DATA choose another folder); rebuild them with "
+                                 "`./dev build-probes`")
     facts = load_facts(path, templates)
     if limit is not None:
         facts = facts[:limit]
@@ -87,7 +89,7 @@ def load_text(name: str = "news", split: str = "heldout") -> list[str]:
     path = probes_dir() / "text" / f"{name}.{split}.txt"
     if not path.exists():
         have = sorted(p.name for p in (probes_dir() / "text").glob("*.txt"))
-        raise SuiteNotFoundError(f"no text corpus {path.name}; available: {have}")
+        raise SuiteNotFoundError(f"no text corpus {path.name} in {describe('probes')}; available: {have}")
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -16,7 +16,7 @@ Layout of a preset file (`FORMAT` 1):
 
     {"format": 1, "model": "<id>", "architecture": {"n_layers": .., "d_model": .., "d_mlp": ..},
      "defaults": {"<section>": {"<field>": value, ...}, ...},   # section = a config's PRESET_SECTION
-     "sae": "saes/<dir>" | null,                                  # relative to the source tree
+     "sae": "saes/<dir>" | null,                   # found by repedit.data.resolve_sae (checkout or wheel)
      "provenance": {"command": .., "date": .., "rules": {"<section>.<field>": "why"}, "sweeps": {..}}}
 
 `$REPEDIT_PRESETS` (a folder) is searched before the shipped presets, for presets built elsewhere.
@@ -34,6 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ...data import data_dirs, find_sae
 from ...errors import ConfigError, ModelNotFoundError, PresetNotFoundError
 
 FORMAT = 1
@@ -52,7 +53,9 @@ def presets_dir() -> Path:
 
 
 def source_root() -> Path:
-    """The folder holding repedit/, saes/ and probes/ (preset SAE paths are relative to it)."""
+    """The folder holding repedit/ (the checkout, or site-packages when installed). Preset SAE paths
+    (`saes/<dir>`) do not depend on it: they resolve through `repedit.data.resolve_sae` ($REPEDIT_DATA,
+    the checkout's saes/, then the SAEs shipped in the wheel)."""
     return Path(__file__).resolve().parents[3]
 
 
@@ -91,7 +94,7 @@ class Preset:
     n_layers: int
     d_model: int
     defaults: Mapping[str, Mapping[str, Any]]
-    sae: str | None = None                    #: SAE directory, relative to the source tree (None: no SAE)
+    sae: str | None = None                    #: SAE directory, `saes/<dir>` (repedit.data; None: no SAE)
     provenance: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None                  #: the file it was read from
 
@@ -167,11 +170,12 @@ class Preset:
                 f"`repedit train-sae --model {self.model} --layer {self.value('train-sae', 'layer') or '<layer>'} "
                 f"--out saes/{self.model}-L<layer>-topk` and pass it (sae=..., recipe [attacks] sae = ...), "
                 f"then rebuild the preset (`{COMMAND.format(model=self.model)}`) to make it the default")
-        path = Path(self.sae)
-        path = path if path.is_absolute() else source_root() / path
-        if not (path / "cfg.json").exists():
-            raise ModelNotFoundError(f"the {self.model} preset names the SAE {self.sae!r}, but {path} holds no "
-                                     "cfg.json")
+        path = find_sae(self.sae)
+        if path is None:
+            raise ModelNotFoundError(
+                f"the {self.model} preset names the SAE {self.sae!r}, but no saes/ folder holds it with a "
+                f"cfg.json (looked in {[str(p) for _, p in data_dirs('saes')]}): set REPEDIT_DATA to a folder "
+                f"holding {self.sae}, or reinstall repedit from a wheel built with its data")
         return path
 
 

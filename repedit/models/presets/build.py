@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ...data import data_dirs, resolve_sae
 from . import COMMAND, FORMAT, file_name, presets_dir, source_root
 
 FORMS = ("qa", "blank", "paraphrase", "adversarial")          # as bench/rocr_layer_sweep.py
@@ -61,22 +62,24 @@ def windows_for(n_layers: int, count: int) -> list[tuple[int, int, int]]:
 
 
 def find_sae(model_id: str, d_model: int, root: Path | None = None) -> str | None:
-    """The first SAE directory under saes/ trained on `model_id` at width `d_model` (relative path)."""
-    root = root or source_root()
-    for cfg in sorted((root / "saes").glob("*/cfg.json")):
-        try:
-            d = json.loads(cfg.read_text())
-        except ValueError:
-            continue
-        if d.get("metadata", {}).get("model_name") == model_id and int(d.get("d_in", -1)) == d_model:
-            return str(cfg.parent.relative_to(root))
+    """The first SAE directory trained on `model_id` at width `d_model`, as `saes/<dir>`: under `root`/saes,
+    or (root None) in the saes/ folders of `repedit.data.data_dirs` (checkout, or the wheel's copy)."""
+    folders = [root / "saes"] if root is not None else [p for _, p in data_dirs("saes")]
+    for folder in folders:
+        for cfg in sorted(folder.glob("*/cfg.json")):
+            try:
+                d = json.loads(cfg.read_text())
+            except ValueError:
+                continue
+            if d.get("metadata", {}).get("model_name") == model_id and int(d.get("d_in", -1)) == d_model:
+                return f"saes/{cfg.parent.name}"
     return None
 
 
 def sae_layer(sae: str, root: Path | None = None) -> int:
     from ...sites import Site
 
-    d = json.loads(((root or source_root()) / sae / "cfg.json").read_text())
+    d = json.loads(((root / sae) if root is not None else resolve_sae(sae)).joinpath("cfg.json").read_text())
     return Site.parse(d["metadata"]["hook_name"]).layer
 
 

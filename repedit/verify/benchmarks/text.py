@@ -1,0 +1,87 @@
+"""Shared pieces of the benchmark metrics: answer log-probs after a question, greedy answers, ROUGE-L
+(Google's `rouge_score`, the implementation TOFU and MUSE score with, Porter stemmer on), per-token
+log-probs of a text and Min-K% / AUC membership scores."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ...errors import ReprEditError
+from ...models.handle import pad_rows
+from ...text import answer_ids, continuation_logprobs, prompt_ids
+from ..recall import greedy
+
+
+class MissingExtraError(ReprEditError, ImportError):
+    """An optional dependency a metric needs is not installed (the message names the extra)."""
+
+
+def normalised_probs(handle, questions: Sequence[str], answers: Sequence[str], chat: bool = True) -> np.ndarray:
+    """TOFU's per-item probability: exp(mean log-prob per answer token), i.e. the geometric mean of the
+    answer tokens' probabilities after the question."""
+    prompts = [prompt_ids(handle, q, chat) for q in questions]
+    conts = [answer_ids(handle, a, chat) for a in answers]
+    return np.exp(np.array(continuation_logprobs(handle, prompts, conts), dtype=np.float64))
+
+
+def generate(handle, prompts: Sequence[str], chat: bool, max_new_tokens: int) -> list[str]:
+    """Greedy continuations (no teacher forcing)."""
+    return greedy(handle, [prompt_ids(handle, p, chat) for p in prompts], max_new_tokens)
+
+
+def _scorer():
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as exc:
+        raise MissingExtraError("ROUGE metrics (TOFU, MUSE) use Google's rouge_score, as the benchmarks do: "
+                                "pip install 'repedit[benchmarks]' (rouge-score)") from exc
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """ROUGE-L recall and F1 of each prediction against its reference."""
+    sc = _scorer()
+    scores = [sc.score(ref, pred)["rougeL"] for pred, ref in zip(predictions, references)]
+    return {"recall": np.array([s.recall for s in scores]), "f1": np.array([s.fmeasure for s in scores])}
+
+
+@torch.no_grad()
+def token_logprobs(handle, texts: Sequence[str], max_tokens: int = 512, batch_size: int = 8) -> list[np.ndarray]:
+    """Log-prob of every token of each text after its prefix (the first token has none)."""
+    tok = handle.tokenizer
+    rows = [tok.encode(t, add_special_tokens=True)[:max_tokens] for t in texts]
+    out = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        batch = pad_rows(chunk, handle.pad_id, device=handle.input_device)
+        logp = torch.log_softmax(handle.logits(batch["input_ids"], batch["attention_mask"]).float(), -1)
+        for j, ids in enumerate(chunk):
+            target = batch["input_ids"][j, 1:len(ids)].to(logp.device)
+            out.append(logp[j, :len(ids) - 1].gather(-1, target[:, None])[:, 0].cpu().numpy().astype(np.float64))
+    return out
+
+
+def min_k(logprobs: np.ndarray, k: float = 0.4) -> float:
+    """Min-K% Prob (Shi et al. 2024): the mean of the lowest k fraction of token log-probs (higher =
+    more member-like)."""
+    if len(logprobs) == 0:
+        return 0.0
+    n = max(1, math.ceil(len(logprobs) * k))
+    return float(np.sort(logprobs)[:n].mean())
+
+
+def auc(members: Sequence[float], non_members: Sequence[float]) -> float:
+    """ROC AUC of telling members (score higher) from non-members."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+    return float(roc_auc_score(y, np.r_[np.asarray(members, float), np.asarray(non_members, float)]))
+
+
+def mentions(text: str, answers: Sequence[str]) -> bool:
+    low = text.lower()
+    return any(a and a.lower() in low for a in answers)
