@@ -181,3 +181,18 @@ def test_counterfact_file_as_recipe_targets(smol, tmp_path):
     assert row["benchmark_efficacy_after"] == after["efficacy"]
     assert rep["targets"]["benchmark"]["format"] == "counterfact"
     assert "Benchmark: counterfact" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_compare_runs_on_a_benchmark_unchanged():
+    """`repedit compare --benchmark FORMAT:PATH` builds the same comparison recipe with the benchmark as targets."""
+    from repedit.recipes.compare import FACT_METHODS, compare_recipe
+
+    bench = {"format": "counterfact", "path": str(FIX / "counterfact.json"), "split": ""}
+    text = compare_recipe([], list(FACT_METHODS), name="c", relearn_steps=0, trace_prompts=0, sae=None, quick=True,
+                          seed=0, benchmark=bench)
+    r = parse_recipe(text, "<compare>")
+    assert r.targets.benchmark["format"] == "counterfact" and r.targets.forget == ()
+    assert [e.method for e in r.edits] == list(FACT_METHODS)
+    some = parse_recipe(compare_recipe(["Big Ben"], ["rocr"], name="c", relearn_steps=0, trace_prompts=0, sae=None,
+                                       quick=True, seed=0, benchmark=bench), "<compare>")
+    assert some.targets.forget == ("Big Ben",)

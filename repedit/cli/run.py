@@ -26,6 +26,8 @@ def print_comparison(report: dict) -> None:
     cols = [(k, label) for k, label in SHOWN if any(r.get(k) is not None for r in rows)]
     lm = dict.fromkeys(k for r in rows for k in r if k.startswith("lm_eval_") and k.endswith("_acc_after"))
     cols += [(k, k.removeprefix("lm_eval_").removesuffix("_after")) for k in lm]     # lm-eval acc per task
+    bench = dict.fromkeys(k for r in rows for k in r if k.startswith("benchmark_") and k.endswith("_after"))
+    cols += [(k, k.removeprefix("benchmark_").removesuffix("_after")) for k in bench]   # the benchmark's own
     for _, label in cols:
         table.add_column(label)
     for r in rows:
@@ -66,7 +68,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {result.dir / 'report.html'}")
 
     @app.command("compare")
-    def compare_cmd(forget: str = typer.Option(..., help="comma-separated subjects of the suite"),
+    def compare_cmd(forget: str = typer.Option("", help="comma-separated subjects of the suite (or of the "
+                                               "benchmark; with --benchmark, default: its whole forget split)"),
                     suite: str = typer.Option("capitals", help="fact suite: a built-in name or a .jsonl/.csv path"),
                     methods: str = typer.Option(",".join(FACT_METHODS), help="comma-separated methods"),
                     relearn_steps: int = typer.Option(10, help="relearning attack steps (0 = off)"),
@@ -77,9 +80,12 @@ def register(app: typer.Typer) -> None:
                     model: str = typer.Option("smollm2-135m", help="model id (its preset supplies the layers)"),
                     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
                     lm_eval_tasks: str = typer.Option(None, help="comma-separated lm-eval tasks scored "
-                                                      "before and after each edit (needs repedit[eval])"),
+                                                      "before and after each edit (needs the eval extra)"),
                     lm_eval_include: Path = typer.Option(None, help="folder of local lm-eval task YAMLs"),
                     lm_eval_limit: int = typer.Option(0, help="items per lm-eval task (0 = all)"),
+                    benchmark: str = typer.Option(None, help="FORMAT:PATH, a standard benchmark file as the "
+                                                  "targets (tofu, muse, wmdp, counterfact, zsre)"),
+                    benchmark_split: str = typer.Option("", help="the benchmark's split (TOFU: forget01/05/10)"),
                     force: bool = typer.Option(False, help="replace an existing run directory")):
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
         from ..recipes.runner import run_recipe
@@ -89,10 +95,18 @@ def register(app: typer.Typer) -> None:
         names = [m.strip() for m in methods.split(",") if m.strip()]
         tasks = [t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()]
         include = str(lm_eval_include.expanduser().resolve()) if lm_eval_include else None
+        bench = None
+        if benchmark:
+            fmt, _, where = benchmark.partition(":")
+            if not where:
+                raise typer.BadParameter("--benchmark takes FORMAT:PATH, e.g. counterfact:data/counterfact.json")
+            bench = {"format": fmt, "path": str(Path(where).expanduser().resolve()), "split": benchmark_split}
+        elif not subjects:
+            raise typer.BadParameter("give --forget SUBJECTS (or --benchmark FORMAT:PATH)")
         text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,
                               dtype=dtype, suite=suite, lm_eval_tasks=tasks, lm_eval_include=include,
-                              lm_eval_limit=lm_eval_limit)
+                              lm_eval_limit=lm_eval_limit, benchmark=bench)
         recipe = parse_recipe(text, "<compare>")
         run_dir = out or Path("runs") / "compare"
         command = (f"repedit compare --suite {suite} --forget {','.join(subjects)} --methods {','.join(names)} "
@@ -101,6 +115,8 @@ def register(app: typer.Typer) -> None:
                    + (" --quick" if quick else "") + f" --seed {seed} --model {model} --dtype {dtype}"
                    + (f" --lm-eval-tasks {','.join(tasks)} --lm-eval-limit {lm_eval_limit}" if tasks else "")
                    + (f" --lm-eval-include {include}" if tasks and include else "")
+                   + (f" --benchmark {benchmark}" + (f" --benchmark-split {benchmark_split}" if benchmark_split else "")
+                      if benchmark else "")
                    + f"   # or: repedit run {run_dir}/recipe.toml")
         result = run_recipe(recipe, run_dir, force=force, echo=console.print, command=command)
         (result.dir / "recipe.toml").write_text(text)

@@ -84,11 +84,12 @@ def check_tasks(tasks: Sequence[str], include_path: str | Path | None = None) ->
     known = available_tasks(include, True)
     for t in missing:
         if t not in known:
-            where = f"the include folder {include!r} and " if include else ""
+            where = (f"is neither in the include folder {include!r} (tasks there: {sorted(local)[:10]}) nor "
+                     "among" if include else "is not among")
             raise TaskNotFoundError(
-                f"lm-eval task {t!r} is not in {where}lm-eval's built-in tasks; close: "
-                f"{close_matches(t, sorted(local) or sorted(known), 5)}; valid: a task of a YAML in the "
-                f"include folder (tasks there: {sorted(local)[:10]}) or a built-in (`lm_eval ls tasks`)")
+                f"lm-eval task {t!r} {where} lm-eval's built-in tasks; close: "
+                f"{close_matches(t, sorted(local) + sorted(known - local), 5)}; valid: a task of a YAML in "
+                "lm_eval_include (include_path) or a built-in (`lm_eval ls tasks`)")
     return False
 
 
