@@ -8,7 +8,7 @@ NOTES = {"tofu": "TOFU (Maini et al. 2024): probability, ROUGE-L recall and trut
                  "quality = KS-test p-value of the forget truth ratios against the retain model's (only with a "
                  "reference); ks_vs_original = the same test against the original model (1 = unmoved); model "
                  "utility = harmonic mean of retain / real-authors / world-facts probability, ROUGE and truth ratio.",
-         "muse": "MUSE (Shi et al. 2024): VerbMem = ROUGE-L F1 of verbatim continuations; KnowMem = ROUGE-L recall "
+         "muse": "MUSE (Shi et al. 2024): VerbMem = ROUGE-L F1 of verbatim continuations; KnowMem = ROUGE-L F1 "
                  "of answers after in-context examples; PrivLeak = relative Min-K% membership AUC vs the retain "
                  "model (0.5 without one), near 0 is ideal.",
          "wmdp": "WMDP (Li et al. 2024): zero-shot multiple-choice accuracy, lm-eval's prompt (chance 0.25).",

@@ -49,7 +49,7 @@ def load_reference(path: str | Path) -> dict:
 #: the numbers each benchmark's papers lead with (dotted paths into `score_benchmark`'s output)
 HEADLINE = {"tofu": ("forget.probability", "forget.rouge_l_recall", "forget.truth_ratio", "forget_quality",
                      "ks_vs_original_pvalue", "model_utility"),
-            "muse": ("verbmem_forget.rouge_l_f1", "knowmem_forget.rouge_l_recall", "knowmem_retain.rouge_l_recall",
+            "muse": ("verbmem_forget.rouge_l_f1", "knowmem_forget.rouge_l_f1", "knowmem_retain.rouge_l_f1",
                      "privleak.privleak"),
             "wmdp": ("forget.accuracy", "retain.accuracy"),
             "counterfact": ("efficacy", "efficacy_new", "generalisation", "specificity"),

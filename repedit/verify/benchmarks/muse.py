@@ -2,8 +2,9 @@
 
 - VerbMem: ROUGE-L F1 between the greedy continuation of each verbatim prompt (128 new tokens by
   default) and the true continuation.
-- KnowMem (forget and retain): ROUGE-L recall of the greedy answer to each question, asked after the
-  in-context examples (`knowmem/*_icl`) as "Question: …\\nAnswer: …" blocks.
+- KnowMem (forget and retain): ROUGE-L F1 of the greedy answer to each question (32 new tokens, cut at
+  a blank line or the next "Question"), asked after the in-context examples (`knowmem/*_icl`) as
+  "Question: …\\nAnswer: …" blocks (recall reported too).
 - PrivLeak: the Min-K% (k = 0.4) membership AUC of privleak/forget (members) against privleak/holdout
   (non-members), relative to the retain model's: (AUC − AUC_retain) / AUC_retain × 100. Near 0 is
   ideal; positive = under-unlearned, negative = over-unlearned. Without a `reference` (the retain
@@ -11,6 +12,8 @@
 """
 
 from __future__ import annotations
+
+import re
 
 from .text import auc, generate, min_k, rouge_l, token_logprobs
 
@@ -24,9 +27,10 @@ def _icl(examples: list[dict], question: str) -> str:
 
 def _knowmem(handle, qa: list[dict], icl: list[dict], max_new_tokens: int) -> dict:
     outs = generate(handle, [_icl(icl, it["question"]) for it in qa], False, max_new_tokens)
-    outs = [o.split("\nQuestion:")[0].strip() for o in outs]           # one answer, not the next shot
-    r = rouge_l(outs, [it["answer"] for it in qa])["recall"]
-    return {"rouge_l_recall": float(r.mean()), "n": len(qa), "outputs": outs[:5]}
+    outs = [re.split(r"\n\n|\nQuestion|Question:", o)[0].strip() for o in outs]   # open-unlearning's stops
+    r = rouge_l(outs, [it["answer"] for it in qa])
+    return {"rouge_l_f1": float(r["f1"].mean()), "rouge_l_recall": float(r["recall"].mean()), "n": len(qa),
+            "outputs": outs[:5]}
 
 
 def score(handle, bench, forget_ids: set[str], state: dict, reference: dict | None, max_new_tokens: int) -> dict:
