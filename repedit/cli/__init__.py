@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from . import benchmark, demo, edit, locate, methods, models, presets, run, verify
+from . import benchmark, certify, demo, edit, locate, methods, models, presets, run, verify
 from .common import console
 
 app = typer.Typer(help="repedit: locate, edit, attack, verify and export representations in language models.",
@@ -27,6 +27,7 @@ methods.register(edit.app, skip={c.name for c in edit.app.registered_commands})
 app.add_typer(edit.app, name="edit")
 edit.register_export(app)
 run.register(app)
+certify.register(app)
 
 
 def main() -> None:

