@@ -13,6 +13,7 @@ import torch
 from ...errors import ReprEditError
 from ...models.handle import pad_rows
 from ...text import answer_ids, continuation_logprobs, prompt_ids
+from ..recall import _mentions as mentions  # noqa: F401  (re-exported: one answer-matching rule)
 from ..recall import greedy
 
 
@@ -80,8 +81,3 @@ def auc(members: Sequence[float], non_members: Sequence[float]) -> float:
 
     y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
     return float(roc_auc_score(y, np.r_[np.asarray(members, float), np.asarray(non_members, float)]))
-
-
-def mentions(text: str, answers: Sequence[str]) -> bool:
-    low = text.lower()
-    return any(a and a.lower() in low for a in answers)
