@@ -63,6 +63,8 @@ class ROCRConfig:
     protect_retain: bool = True               #: in recipes: keep the retain facts' subjects (their keys join K_p)
     trace_width: int = 3                      #: layers edited per target with layers = "traced"
     trace_samples: int = 3                    #: noise draws of that causal trace
+    decoys: int = 0                           #: weight-diff mitigation: rank-one decoys per layer (edits/decoys)
+    decoy_seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str):
@@ -73,6 +75,8 @@ class ROCRConfig:
         if self.redirect not in REDIRECTS:
             raise ConfigError(f"ROCRConfig.redirect must be one of {list(REDIRECTS)}, got {self.redirect!r} "
                               "(a harmless concept per fact goes in the fact's 'redirect_to')")
+        if self.decoys < 0:
+            raise ConfigError("ROCRConfig.decoys must be >= 0 (0 = no decoy directions)")
         if self.trace_width < 1 or self.trace_samples < 1 or self.refusal_steps < 1:
             raise ConfigError("ROCRConfig needs trace_width, trace_samples and refusal_steps >= 1")
         if not self.contexts or any(not c.rstrip().endswith("{}") for c in self.contexts):
@@ -162,7 +166,7 @@ class ROCR:
             z_star = self._value(redirect_to, last)
         deltas: list[LowRankDelta] = []
         n = len(layers)
-        residual_norms = []
+        residual_norms, decoyed = [], []
         for i, layer in enumerate(layers):
             if deltas:
                 with applied(h, Edit("rocr-partial", tuple(deltas), h.id)):
@@ -181,10 +185,15 @@ class ROCR:
             v = (P @ a).float()
             ref = h.matrix("mlp_out", layer)
             u = r.float()[:, None]
-            deltas.append(LowRankDelta(ref.name, u, v[:, None]) if ref.orientation == "out_in"
-                          else LowRankDelta(ref.name, v[:, None], u))
+            v = v[:, None]
+            if cfg.decoys:                            # decoys join after the residual check below
+                decoyed.append((layer, ref, u, v))
+            deltas.append(LowRankDelta(ref.name, u, v) if ref.orientation == "out_in"
+                          else LowRankDelta(ref.name, v, u))
         with applied(h, Edit("rocr-partial", tuple(deltas), h.id)):
             final = float((z_star - self._value(target, last)).norm())
+        if decoyed:
+            deltas = self._with_decoys(decoyed, len(self.edited))
         prior = len(self.prior_keys[layers[0]])
         if remember:
             self.edited.append(target)
@@ -198,6 +207,17 @@ class ROCR:
                     stats={"residual_norm_before": residual_norms[0], "residual_norm_after": final,
                            "seconds": round(time.perf_counter() - t0, 3), "layers": list(layers),
                            "prior_keys": prior, "protected": len(self.protected), **value_stats})
+
+    def _with_decoys(self, decoyed: list, index: int) -> list[LowRankDelta]:
+        """Each layer's rank-one delta with `decoys` random rank-one terms keyed in its null space."""
+        from .decoys import decoy_factors
+
+        out = []
+        for layer, ref, u, v in decoyed:
+            U, V = decoy_factors(u, v, self.projectors[layer], self.config.decoys,
+                                 seed=self.config.decoy_seed + 1000 * index + layer)
+            out.append(LowRankDelta(ref.name, U, V) if ref.orientation == "out_in" else LowRankDelta(ref.name, V, U))
+        return out
 
     def edits(self, pairs: Sequence[tuple[str, str | None]], stack, facts: Sequence | None = None) -> list[Edit]:
         """Sequential editing: build and push one edit per (target, redirect_to) onto `stack`."""

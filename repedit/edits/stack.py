@@ -90,6 +90,14 @@ class EditStack:
         self.journal.pop()
         return self.edits.pop()
 
+    def originals(self) -> dict[str, torch.Tensor]:
+        """Every parameter the stack touched, as it was before the first edit that touched it (copies)."""
+        out: dict[str, torch.Tensor] = {}
+        for snap in self._snapshots:
+            for name, value in snap.items():
+                out.setdefault(name, value.clone())
+        return out
+
     def revert_all(self) -> None:
         while self.edits:
             self.pop()
