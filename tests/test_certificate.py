@@ -28,6 +28,11 @@ perplexity_docs = 1
 knownness = false
 [attacks]
 prefixes = false
+quantisation = ["gguf-q8_0", "int4-g32"]
+weight_diff = true
+extraction = true
+membership = true
+remind = true
 [[edit]]
 method = "ga"
 config = { steps = 4, lr = 1e-4, layers = [20, 21], stop_at = 0.0 }
@@ -156,3 +161,27 @@ def test_an_edited_claim_fails_the_recompute(run):
         assert res.mismatches[0].kind == "claim" and "tolerance" in str(res.mismatches[0])
     finally:
         path.write_text(text)
+
+
+def test_recovery_attacks_run_from_the_recipe_into_the_report_and_the_certificate(run):
+    run_dir, report = run
+    att = report["edits"]["ga"]["attacks"]
+    assert set(att) >= {"quantisation", "weight_diff", "extraction", "membership", "remind"}
+    assert set(report["before"]) >= {"quantisation", "extraction", "membership", "remind"}
+    rec = att["quantisation"]["recovered"]
+    assert set(rec) == {"gguf-q8_0", "int4-g32"} and abs(rec["gguf-q8_0"]["recovered"]) < 0.5   # int8-like: harmless
+    surv = att["quantisation"]["survival"]["gguf-q8_0"]
+    assert set(surv) == set(report["edits"]["ga"]["rank"]) and all(s["survival"] > 0.5 for s in surv.values())
+    assert all(len(p["singular_values"]) >= 1 for p in att["weight_diff"]["params"].values())
+    row = report["comparison"][0]
+    for col in ("quant_gguf-q8_0_recovered", "weight_diff_named", "extraction_tuned_any_layer_after",
+                "mia_min_k_pp_auc_after", "remind_auc_after"):
+        assert col in row, col
+    page = (run_dir / "report.html").read_text()
+    for title in ("Quantisation attack", "Weight-diff attack", "White-box extraction", "Membership inference",
+                  "REMIND"):
+        assert title in page, title
+    for plot in ("quantisation", "weight_diff", "extraction", "membership", "remind"):
+        assert (run_dir / "plots" / f"{plot}.png").is_file(), plot
+    claims = read_verification(run_dir / "export")["measurements"]["attacks"]
+    assert claims["quantisation"]["recovered"] == rec                  # the certificate carries every attack

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..recipes.compare import FACT_METHODS, compare_recipe
+from ..recipes.compare import FACT_METHODS, RECOVERY, compare_recipe
+from ..verify.quantisation import DEFAULT_SCHEMES
 
 console = Console(width=160) if not Console().is_terminal else Console()
 
@@ -17,13 +18,30 @@ SHOWN = [("edit", "edit"), ("family", "family"), ("forget_after", "forget"), ("n
          ("perplexity_after", "ppl"), ("p_known_refit_after", "LOO P(known)"),
          ("memorised_logprob_after", "M logp"), ("refit_after", "re-fit"),
          ("prefix_best_of", "prefix"), ("relearn_held_out", "relearned"),
-         ("trace_accuracy", "trace"), ("seconds", "s"), ("time_ratio_to_baseline", "÷ baseline")]
+         ("trace_accuracy", "trace"), ("weight_diff_named", "wdiff named"), ("weight_diff_key_rank", "wdiff key"),
+         ("extraction_tuned_recovered", "lens rec."), ("mia_min_k_pp_auc_after", "MIA"),
+         ("remind_auc_after", "REMIND"), ("seconds", "s"), ("time_ratio_to_baseline", "÷ baseline")]
+
+
+def recovery_choice(recovery: str, schemes: str) -> dict:
+    """--recovery / --quant-schemes as the [attacks] settings they turn on."""
+    names = [r.strip().replace("-", "_") for r in recovery.split(",") if r.strip()]
+    names = list(RECOVERY) if names == ["all"] else names
+    bad = [n for n in names if n not in RECOVERY]
+    if bad:
+        raise typer.BadParameter(f"unknown recovery attacks {bad}; choose from {list(RECOVERY)} or 'all'")
+    out: dict = {n: True for n in names}
+    if "quantisation" in out:
+        out["quantisation"] = [s.strip() for s in schemes.split(",") if s.strip()]
+    return out
 
 
 def print_comparison(report: dict) -> None:
     rows = report["comparison"]
     table = Table(title=f"{report['recipe']['name']}: forget before {rows[0]['forget_before']:.4f}" if rows else "")
     cols = [(k, label) for k, label in SHOWN if any(r.get(k) is not None for r in rows)]
+    quant = dict.fromkeys(k for r in rows for k in r if k.startswith("quant_") and k.endswith("_recovered"))
+    cols += [(k, k.removeprefix("quant_").removesuffix("_recovered") + " rec.") for k in quant]   # per scheme
     lm = dict.fromkeys(k for r in rows for k in r if k.startswith("lm_eval_") and k.endswith("_acc_after"))
     cols += [(k, k.removeprefix("lm_eval_").removesuffix("_after")) for k in lm]     # lm-eval acc per task
     bench = dict.fromkeys(k for r in rows for k in r if k.startswith("benchmark_") and k.endswith("_after"))
@@ -86,6 +104,10 @@ def register(app: typer.Typer) -> None:
                     benchmark: str = typer.Option(None, help="FORMAT:PATH, a standard benchmark file as the "
                                                   "targets (tofu, muse, wmdp, counterfact, zsre)"),
                     benchmark_split: str = typer.Option("", help="the benchmark's split (TOFU: forget01/05/10)"),
+                    recovery: str = typer.Option("", help="recovery attacks: comma-separated of quantisation, "
+                                                 "weight-diff, extraction, membership, remind, or 'all'"),
+                    quant_schemes: str = typer.Option(",".join(DEFAULT_SCHEMES),
+                                                      help="schemes of the quantisation attack"),
                     force: bool = typer.Option(False, help="replace an existing run directory")):
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
         from ..recipes.runner import run_recipe
@@ -103,10 +125,11 @@ def register(app: typer.Typer) -> None:
             bench = {"format": fmt, "path": str(Path(where).expanduser().resolve()), "split": benchmark_split}
         elif not subjects:
             raise typer.BadParameter("give --forget SUBJECTS (or --benchmark FORMAT:PATH)")
+        chosen = recovery_choice(recovery, quant_schemes)
         text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,
                               dtype=dtype, suite=suite, lm_eval_tasks=tasks, lm_eval_include=include,
-                              lm_eval_limit=lm_eval_limit, benchmark=bench)
+                              lm_eval_limit=lm_eval_limit, benchmark=bench, recovery=chosen)
         recipe = parse_recipe(text, "<compare>")
         run_dir = out or Path("runs") / "compare"
         command = (f"repedit compare --suite {suite} --forget {','.join(subjects)} --methods {','.join(names)} "
@@ -117,6 +140,8 @@ def register(app: typer.Typer) -> None:
                    + (f" --lm-eval-include {include}" if tasks and include else "")
                    + (f" --benchmark {benchmark}" + (f" --benchmark-split {benchmark_split}" if benchmark_split else "")
                       if benchmark else "")
+                   + (f" --recovery {recovery}" if recovery else "")
+                   + (f" --quant-schemes {quant_schemes}" if "quantisation" in chosen else "")
                    + f"   # or: repedit run {run_dir}/recipe.toml")
         result = run_recipe(recipe, run_dir, force=force, echo=console.print, command=command)
         (result.dir / "recipe.toml").write_text(text)

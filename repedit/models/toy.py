@@ -43,6 +43,7 @@ class ToyConfig:
     lr: float = 3e-3
     prefix_len: int = 8        # recall is judged on tokens after this prefix
     seed: int = 0
+    reference: bool = False    # trained on the same schedule without the memorised sequences (MUSE's retrain reference)
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "steps"):
@@ -53,10 +54,13 @@ class ToyConfig:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = asdict(self)
+        if not self.reference:
+            fields.pop("reference")          # keeps the key (and the cached toy) of configs older than the field
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-TOYS = {"memorise": ToyConfig()}
+TOYS = {"memorise": ToyConfig(), "memorise-reference": ToyConfig(reference=True)}
 
 
 class ByteTokenizer:
@@ -103,7 +107,7 @@ def train_toy(cfg: ToyConfig, progress: bool = True) -> tuple[torch.nn.Module, d
     losses = []
     for step in tqdm(range(cfg.steps), disable=not progress, desc="train toy"):
         once = data["once"][step * once_per_step: (step + 1) * once_per_step]
-        batch = torch.cat([data["memorised"], once])
+        batch = once if cfg.reference else torch.cat([data["memorised"], once])
         loss = model(batch, return_type="loss")
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -7,17 +7,20 @@ import json
 from collections.abc import Sequence
 
 FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
+RECOVERY = ("quantisation", "weight_diff", "extraction", "membership", "remind")   #: [attacks] keys
 
 
 def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
                    sae: str | None, quick: bool, seed: int, model: str = "smollm2-135m",
                    dtype: str = "float32", suite: str = "capitals", lm_eval_tasks: Sequence[str] = (),
-                   lm_eval_include: str | None = None, lm_eval_limit: int = 0, benchmark: dict | None = None) -> str:
+                   lm_eval_include: str | None = None, lm_eval_limit: int = 0, benchmark: dict | None = None,
+                   recovery: dict | None = None) -> str:
     """The TOML of a comparison recipe (validated like any other). Quick GA / NPO train four MLP output
     matrices starting 12 layers below the top (SmolLM2-135M: 18–21; the layer count comes from the
     model's preset). `lm_eval_*`: the [verify] lm-eval tasks scored before and after each edit. `benchmark`:
     a [targets.benchmark] table (format, path[, split, limit]) as the targets (then `forget` may be empty:
-    the whole forget split)."""
+    the whole forget split). `recovery`: [attacks] settings of the recovery attacks ({"weight_diff": True,
+    "quantisation": ["int8", ...], ...})."""
     from ..models.presets import preset_for
 
     n_layers = int(preset_for(model).to_dict()["architecture"]["n_layers"])
@@ -41,6 +44,7 @@ def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_
              "[attacks]", f"relearn_steps = {relearn_steps}", f"trace_prompts = {trace_prompts}"]
     if sae:
         lines.append(f"sae = {json.dumps(sae)}")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (recovery or {}).items()]
     lines.append("")
     if lm_eval_tasks:
         lines += ["[verify]", f"lm_eval_tasks = {json.dumps(list(lm_eval_tasks))}",

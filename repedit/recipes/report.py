@@ -18,7 +18,11 @@ COLUMNS = [("edit", "edit"), ("family", "family"), ("peak_depth", "peak depth"),
            ("memorised_logprob_after", "memorised log-prob after"),
            ("refit_after", "re-fit probe after"), ("prefix_best_of", "prefix attack (best of)"),
            ("relearn_held_out", "relearned (held-out)"), ("sae_restored", "SAE-restored"),
-           ("trace_accuracy", "trace detection acc."), ("seconds", "edit seconds"),
+           ("trace_accuracy", "trace detection acc."), ("weight_diff_named", "weight-diff: named"),
+           ("weight_diff_key_rank", "weight-diff: key rank"), ("extraction_tuned_recovered", "tuned lens: recovered"),
+           ("extraction_tuned_any_layer_after", "tuned lens: any layer"),
+           ("mia_min_k_pp_auc_after", "MIA min-k++ AUC"), ("remind_auc_after", "REMIND AUC"),
+           ("seconds", "edit seconds"),
            ("time_ratio_to_baseline", "time ÷ fastest baseline at ≤ forget"),
            ("matched_baseline", "that baseline"), ("matched_baseline_seconds", "its seconds to that level"),
            ("matched_baseline_neighbours", "its neighbours there")]
@@ -183,8 +187,17 @@ def _lm_eval_table(report: dict) -> str:
             "± its standard error).</p>" + _table(rows, cols))
 
 
+def columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """The comparison columns, with one per quantisation scheme that ran (after trace detection)."""
+    quant = [(k, f"{k[6:-10]}: recovered") for k in dict.fromkeys(k for r in rows for k in r)
+             if k.startswith("quant_") and k.endswith("_recovered")]
+    at = [k for k, _ in COLUMNS].index("weight_diff_named")
+    return COLUMNS[:at] + quant + COLUMNS[at:]
+
+
 def write_html(report: dict, run_dir: str | Path) -> Path:
     from .report_benchmark import benchmark_section
+    from .report_recovery import recovery_section
 
     run_dir = Path(run_dir)
     r, t = report["recipe"], report["targets"]
@@ -211,12 +224,13 @@ margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-a
 img{{max-width:100%;margin:0.5em 0}}code{{font-size:12px}}</style></head><body>
 <h1>repedit run: {html.escape(r['name'])}</h1>
 <h2>What was edited</h2>{what}<ul>{methods}</ul>{refused}
-<h2>Comparison</h2>{explain}{_table(report['comparison'], COLUMNS)}
+<h2>Comparison</h2>{explain}{_table(report['comparison'], columns(report['comparison']))}
 {_forms_table(report)}
 {_lm_eval_table(report)}
 {benchmark_section(report, _table)}
 <h2>Plots</h2>{''.join(_plots(report, run_dir))}
 {_attack_tables(report)}
+{recovery_section(report, run_dir, _table, _png)}
 <h2>Reproduce</h2><pre>{html.escape(cmd)}</pre><p>Same seed, same machine type → the same numbers
 (report.json). Environment: <code>{html.escape(json.dumps(report['environment']))}</code>; wall time
 {report['wall_seconds']} s.</p></body></html>"""

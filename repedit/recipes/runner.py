@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..models.presets import resolve_config
 from .measure import Resolved, forget_level, measure_facts, measure_pool, neighbour_forms, peak_index, resolve
 from .methods import METHODS, Context, method_config
+from .recovery_attacks import comparison_columns
 from .schema import Recipe, load_recipe
 
 
@@ -54,8 +55,10 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict) -> dict:
-    """Attacks on the edited model (pushed); `orig` holds what was recorded on the original model."""
+def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict, stack: EditStack) -> dict:
+    """Attacks on the edited model (pushed on `stack`); `orig` holds what was recorded on the original model."""
+    from .recovery_attacks import run_on_edited
+
     a, out = recipe.attacks, {}
     if res.forget and a.prefixes:
         from ..verify.attacks import prefix_attack
@@ -76,7 +79,7 @@ def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict) -> dict:
         train, held = res.forget[::2], res.forget[1::2]
         curve = relearn(handle, train, held, steps=a.relearn_steps, lr=a.relearn_lr, every=a.relearn_every)
         out["relearn"] = curve.to_json()
-    return out
+    return out | run_on_edited(handle, recipe, res, orig, stack)
 
 
 def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> dict:
@@ -95,6 +98,9 @@ def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> di
         from ..verify.attacks import prefix_attack
 
         before["prefixes"] = prefix_attack(handle, res.forget, res.retain).to_dict()
+    from .recovery_attacks import record_original
+
+    record_original(handle, recipe, res, before, orig)
     return orig
 
 
@@ -183,6 +189,7 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
             row["sae_restored"] = att["sae_restoration"]["restored"]
         if "trace_accuracy" in att:
             row["trace_accuracy"] = att["trace_accuracy"]
+        comparison_columns(row, before, att)
         rows.append(row)
     for row in rows:
         _level_match(row, rows, edits)
@@ -246,7 +253,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
             after = measure(handle, res, recipe)
             journal.log("measure", what=spec.name, forget=round(forget_level(after, peak), 4))
             _seed(recipe.seed)
-            attacks = _attacks(handle, recipe, res, orig)
+            attacks = _attacks(handle, recipe, res, orig, stack)
             journal.log("attacks", what=spec.name, ran=sorted(attacks))
             if recipe.export == spec.name:
                 from ..export import export

@@ -79,6 +79,12 @@ class Attacks:
     trace_prompts: int = 0                   #: 0 = off; forget-irrelevant prompts for trace detection
     sae: str | None = None                   #: SAE directory for SAE restoration (None = off)
     probes: bool = False                     #: six probe variants + re-fit attacker (pool targets)
+    quantisation: tuple[str, ...] = ()       #: schemes: int8, int4-g<G>, gguf-q8_0/q4_0/q4_1/q5_0/q5_1 (facts)
+    weight_diff: bool = False                #: read the edit out of edited − base weights (facts)
+    weight_diff_k: int = 8                   #: singular directions per weight the attacker reads
+    extraction: bool = False                 #: logit lens + tuned read-out at every layer (facts)
+    membership: bool = False                 #: loss / zlib / min-k / min-k++ AUC, forget vs retain (facts)
+    remind: bool = False                     #: REMIND input-loss landscape, forget vs retain (facts)
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     if attacks.relearn_steps and len(facts if targets.benchmark else targets.forget) < 2:
         raise ck.fail("the relearning attack trains on half the forget facts and measures the other half; "
                       "forget at least 2 subjects or set relearn_steps = 0", "relearn_steps", "attacks")
+    _attack_choices(ck, attacks, targets)
     from ..data import find_sae  # here, else saes/<dir> of REPEDIT_DATA, the checkout, the wheel
 
     if attacks.sae is not None and find_sae(attacks.sae) is None:
@@ -246,6 +253,26 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     if targets.forget or targets.benchmark:
         _check_subjects(ck, targets, facts, edits, verify)
     return Recipe(name, model_id, seed, targets, tuple(edits), verify, attacks, export_edit, source, dtype, device_map)
+
+
+FACT_ATTACKS = ("quantisation", "weight_diff", "extraction", "membership", "remind")
+
+
+def _attack_choices(ck: _Checker, attacks: Attacks, targets: Targets) -> None:
+    """The issue-17 attacks: valid quantisation schemes, k >= 1, and fact targets for the attacks that need them."""
+    from ..verify.quantisation import parse_scheme
+
+    for name in _strings(ck, list(attacks.quantisation), "quantisation", "attacks"):
+        try:
+            parse_scheme(name)
+        except ConfigError as exc:
+            raise ck.fail(f"[attacks] quantisation: {exc}", "quantisation", "attacks") from exc
+    if attacks.weight_diff_k < 1:
+        raise ck.fail("[attacks] weight_diff_k must be >= 1 (directions per weight)", "weight_diff_k", "attacks")
+    on = [a for a in FACT_ATTACKS if getattr(attacks, a)]
+    if on and not (targets.forget or targets.benchmark):
+        raise ck.fail(f"[attacks] {', '.join(on)} attack fact targets; set [targets] forget = [...] (or a "
+                      f"benchmark), or turn them off for a memorised pool", on[0], "attacks")
 
 
 def _section(ck: _Checker, table: dict, section: str, cls):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ...errors import ReprEditError
+from ...errors import InputError, ReprEditError
 from ...models.handle import pad_rows
 from ...text import answer_ids, continuation_logprobs, prompt_ids
 from ..recall import _mentions as mentions  # noqa: F401  (re-exported: one answer-matching rule)
@@ -50,19 +50,30 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> dict[str, 
     return {"recall": np.array([s.recall for s in scores]), "f1": np.array([s.fmeasure for s in scores])}
 
 
-@torch.no_grad()
 def token_logprobs(handle, texts: Sequence[str], max_tokens: int = 512, batch_size: int = 8) -> list[np.ndarray]:
     """Log-prob of every token of each text after its prefix (the first token has none)."""
     tok = handle.tokenizer
-    rows = [tok.encode(t, add_special_tokens=True)[:max_tokens] for t in texts]
+    return row_logprobs(handle, [tok.encode(t, add_special_tokens=True)[:max_tokens] for t in texts], batch_size)
+
+
+@torch.no_grad()
+def row_logprobs(handle, rows: Sequence[list[int]], batch_size: int = 8, *, moments: bool = False) -> list[np.ndarray]:
+    """Per token row, the log-prob of every token after the first: [n-1] (float64). With `moments`,
+    [3, n-1]: log p(x_t), then the mean and std of log p(z) over z ~ p(·|x_<t) (Min-K%++'s μ_t, σ_t)."""
     out = []
     for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
-        batch = pad_rows(chunk, handle.pad_id, device=handle.input_device)
-        logp = torch.log_softmax(handle.logits(batch["input_ids"], batch["attention_mask"]).float(), -1)
+        chunk = [list(r) for r in rows[i:i + batch_size]]
+        batch = pad_rows(chunk, handle.pad_id, device=handle.input_device)          # right padding
+        logits = handle.logits(batch["input_ids"], batch["attention_mask"])
         for j, ids in enumerate(chunk):
+            logp = torch.log_softmax(logits[j, :len(ids) - 1].float(), -1)         # [n-1, vocab], one row at a time
             target = batch["input_ids"][j, 1:len(ids)].to(logp.device)
-            out.append(logp[j, :len(ids) - 1].gather(-1, target[:, None])[:, 0].cpu().numpy().astype(np.float64))
+            cols = [logp.gather(-1, target[:, None])[:, 0]]
+            if moments:
+                p = logp.exp()
+                mu = (p * logp).sum(-1)
+                cols += [mu, ((p * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()]
+            out.append(torch.stack(cols).squeeze(0).cpu().double().numpy())
     return out
 
 
@@ -76,8 +87,10 @@ def min_k(logprobs: np.ndarray, k: float = 0.4) -> float:
 
 
 def auc(members: Sequence[float], non_members: Sequence[float]) -> float:
-    """ROC AUC of telling members (score higher) from non-members."""
+    """ROC AUC of telling members (score higher) from non-members (rank-based; ties count 0.5)."""
     from sklearn.metrics import roc_auc_score
 
+    if len(members) == 0 or len(non_members) == 0:
+        raise InputError(f"AUC needs members and non-members, got {len(members)} and {len(non_members)}")
     y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
     return float(roc_auc_score(y, np.r_[np.asarray(members, float), np.asarray(non_members, float)]))
