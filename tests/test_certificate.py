@@ -138,6 +138,11 @@ def test_one_changed_byte_is_named_by_its_tensor(run):
         assert len(lines) == 2, lines                                  # nothing else is blamed
         r = _cli(["verify-export", str(d / "export"), "--no-recompute"])
         assert r.exit_code == 1 and f"MISMATCH tensor {tensor}" in r.output, r.output
+        import subprocess
+        import sys  # the installed entry point exits 1 too
+        p = subprocess.run([sys.executable, "-m", "repedit.cli", "verify-export", str(d / "export"), "--no-recompute"],
+                           capture_output=True, text=True)
+        assert p.returncode == 1 and "MISMATCH" in p.stdout, (p.returncode, p.stdout, p.stderr)
     finally:
         with open(weights, "r+b") as fh:
             fh.seek(offset)

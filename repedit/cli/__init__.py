@@ -36,7 +36,7 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)      # without standalone mode click returns typer.Exit's code
     except ReprEditError as exc:
         console.print(f"[red]error ({type(exc).__name__}):[/] {exc}")
         raise SystemExit(2) from None
@@ -49,6 +49,8 @@ def main() -> None:
             exc.show()
             raise SystemExit(exc.exit_code) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 __all__ = ["app", "main"]

@@ -171,6 +171,9 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         if sec not in SECTIONS:
             raise ck.fail(f"unknown section [{sec}]; valid: {sorted(SECTIONS)} "
                           f"(did you mean {close_matches(sec, SECTIONS, 2)}?)", sec)
+        if sec != "edit" and not isinstance(raw[sec], dict):
+            raise ck.fail(f"{sec} must be a [{sec}] table (a [{sec}] header, then key = value lines), got "
+                          f"{raw[sec]!r}", sec)
     run, model = raw.get("run", {}), raw.get("model", {})
     ck.keys(run, "run", SECTIONS["run"])
     ck.keys(model, "model", SECTIONS["model"])
@@ -193,6 +196,9 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     edits_raw = raw.get("edit", [])
     if isinstance(edits_raw, dict):
         raise ck.fail("write each edit as an [[edit]] table (double brackets), even a single one", "edit")
+    if not isinstance(edits_raw, list) or not all(isinstance(e, dict) for e in edits_raw):
+        raise ck.fail(f"write each edit as an [[edit]] table (a header, then method = ... below), got {edits_raw!r}",
+                      "edit")
     if not edits_raw:
         raise ck.fail(f"a recipe needs at least one [[edit]] with a method; methods: {sorted(METHODS)}")
     edits, names = [], set()
@@ -247,7 +253,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
                       "saes/smollm2-135m-L15-topk", "sae", "attacks")
     export = raw.get("export", {})
     ck.keys(export, "export", SECTIONS["export"])
-    export_edit = export.get("edit")
+    export_edit = ck.typed(export["edit"], str, "edit", "export") if "edit" in export else None
     if export_edit is not None and export_edit not in names:
         raise ck.fail(f"[export] edit {export_edit!r} is not one of the edits {sorted(names)}", "edit", "export")
     if targets.forget or targets.benchmark:
@@ -551,6 +557,11 @@ def _check_subjects(ck: _Checker, targets: Targets, facts: list, edits: list, ve
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"{path}: no such recipe; see recipes/ for examples")
-    return parse_recipe(path.read_text(), str(path))
+    if not path.is_file():
+        what = "is a folder, not a recipe" if path.is_dir() else "no such recipe"
+        raise RecipeError(f"{path}: {what}; give a .toml recipe file (see recipes/ for examples)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text ({exc}); save the recipe as UTF-8 (TOML is UTF-8)") from exc
+    return parse_recipe(text, str(path))

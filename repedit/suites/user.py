@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -62,6 +63,35 @@ def is_path(name_or_path: str) -> bool:
 
 
 # ----- reading files ----------------------------------------------------------------------------------
+def read_text(path: Path) -> str:
+    """A file's text; InputError naming the file and the line when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as "
+                         "UTF-8") from exc
+
+
+def _csv_rows(path: Path):
+    """(row, line number) of a CSV file with a header row (csv.DictReader); InputError at the bad line."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    try:
+        for row in reader:
+            yield row, reader.line_num
+    except csv.Error as exc:                      # the line that fails is not counted yet
+        raise InputError(f"{path}:{reader.line_num + 1}: not valid CSV ({exc}); quote cells holding commas or "
+                         f"newlines, and keep each cell under {csv.field_size_limit()} characters") from exc
+
+
+def _json_line(path: Path, i: int, line: str):
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError) as exc:    # JSONDecodeError, numbers past Python's digit limit, deep nesting
+        raise InputError(f"{path}:{i}: not valid JSON ({exc}); one object per line") from exc
+
+
 def read_records(path: str | Path) -> tuple[list[dict], list[str], dict]:
     """(records, where each came from "file:line", templates from the file) of a JSONL or CSV file.
     CSV: a header row; empty cells are absent; `aliases` and `mc_options` are `|`-separated."""
@@ -72,28 +102,23 @@ def read_records(path: str | Path) -> tuple[list[dict], list[str], dict]:
         raise InputError(f"{path}: unknown file type {path.suffix!r}; valid: {list(SUFFIXES)}")
     records, wheres, templates = [], [], {}
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames:
-                raise InputError(f"{path}: empty CSV file; the first row names the columns, e.g. subject,answer,prompt")
-            for row in reader:
-                if None in row:
-                    raise InputError(f"{path}:{reader.line_num}: more cells than columns (quote cells holding commas)")
-                rec = {k.strip(): v.strip() for k, v in row.items() if v is not None and v.strip()}
-                for key in ("aliases", "mc_options"):
-                    if key in rec:
-                        rec[key] = [a.strip() for a in rec[key].split("|") if a.strip()]
-                if rec:
-                    records.append(rec)
-                    wheres.append(f"{path}:{reader.line_num}")
+        if not read_text(path).strip():
+            raise InputError(f"{path}: empty CSV file; the first row names the columns, e.g. subject,answer,prompt")
+        for row, line_num in _csv_rows(path):
+            if None in row:
+                raise InputError(f"{path}:{line_num}: more cells than columns (quote cells holding commas)")
+            rec = {k.strip(): v.strip() for k, v in row.items() if v is not None and v.strip()}
+            for key in ("aliases", "mc_options"):
+                if key in rec:
+                    rec[key] = [a.strip() for a in rec[key].split("|") if a.strip()]
+            if rec:
+                records.append(rec)
+                wheres.append(f"{path}:{line_num}")
         return records, wheres, templates
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{i}: not valid JSON ({exc}); one object per line") from exc
+        d = _json_line(path, i, line)
         if not isinstance(d, dict):
             raise InputError(f"{path}:{i}: a line must be a JSON object, got {type(d).__name__}")
         if "templates" in d:
@@ -137,11 +162,12 @@ def check_templates(templates) -> dict[str, dict[str, str]]:
             if not isinstance(v, str) or any(n not in v for n in need):
                 raise InputError(f"relation {rel!r}: template {k} must be a string holding {' and '.join(need)} "
                                  f"({{s}} = subject, {{a}} = answer), got {v!r}")
-            try:
-                v.format(s="S", a="A")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise InputError(f"relation {rel!r}: template {k} {v!r} has a placeholder other than {{s}}/{{a}} "
-                                 f"({exc}); double literal braces: {{{{ }}}}") from exc
+            try:                                 # only shot is given the answer
+                v.format(s="S", a="A") if k == "shot" else v.format(s="S")
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:   # "{s.x}", "{s[x]}"
+                raise InputError(f"relation {rel!r}: template {k} {v!r} has a placeholder other than "
+                                 f"{'{s}/{a}' if k == 'shot' else '{s} ({a} is for shot only)'} ({exc}); double "
+                                 "literal braces: {{ }}") from exc
         out[str(rel)] = {k: str(v) for k, v in t.items()}
     return out
 
@@ -391,22 +417,20 @@ def read_pool_records(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; give a .jsonl or .csv pool file (see probes/memorised/README.md)")
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            rows, wheres = [], []
-            for row in reader:
-                rows.append({k.strip(): v.strip() for k, v in row.items() if k is not None and v and v.strip()})
-                wheres.append(f"{path}:{reader.line_num}")
-        return pool_records(rows, wheres)
-    if path.suffix != ".jsonl":
+    if path.suffix not in SUFFIXES:
         raise InputError(f"{path}: unknown file type {path.suffix!r}; valid: {list(SUFFIXES)}")
     rows, wheres = [], []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    if path.suffix == ".csv":
+        for row, line_num in _csv_rows(path):
+            rows.append({k.strip(): v.strip() for k, v in row.items() if k is not None and v and v.strip()})
+            wheres.append(f"{path}:{line_num}")
+    for i, line in enumerate(read_text(path).splitlines() if path.suffix == ".jsonl" else (), 1):
         if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{i}: not valid JSON ({exc}); one object per line") from exc
+            rows.append(_json_line(path, i, line))
             wheres.append(f"{path}:{i}")
-    return pool_records(rows, wheres)
+    try:
+        return pool_records(rows, wheres)
+    except RecordError:
+        raise
+    except InputError as exc:          # too few keys: name the file
+        raise InputError(f"{path}: {exc}") from exc
