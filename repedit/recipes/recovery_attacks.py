@@ -14,10 +14,6 @@ def _rows(handle, res: Resolved) -> tuple[list, list]:
     return fact_rows(handle, res.forget), fact_rows(handle, res.retain or res.neighbours)
 
 
-def _free_forms(recipe: Recipe) -> list[str]:
-    return list(recipe.verify.forms)
-
-
 def record_original(handle, recipe: Recipe, res: Resolved, before: dict, orig: dict) -> None:
     """Measure the original model for every recovery attack the recipe asks for (into `before`; what the
     edited runs compare against also into `orig`)."""
@@ -28,7 +24,7 @@ def record_original(handle, recipe: Recipe, res: Resolved, before: dict, orig: d
         from ..verify.quant_attack import quantisation_probabilities
 
         orig["quantisation"] = before["quantisation"] = quantisation_probabilities(
-            handle, res.forget, a.quantisation, forms=_free_forms(recipe), neighbours=res.neighbours,
+            handle, res.forget, a.quantisation, forms=recipe.verify.forms, neighbours=res.neighbours,
             side_forms=neighbour_forms(recipe))
     if a.extraction:
         from ..verify.extraction import extraction_attack, fit_tuned_lens
@@ -59,7 +55,7 @@ def run_on_edited(handle, recipe: Recipe, res: Resolved, orig: dict, stack) -> d
         from ..verify.quant_attack import quantisation_probabilities, recovered_fractions
         from ..verify.quantisation import survival_table
 
-        probs = quantisation_probabilities(handle, res.forget, a.quantisation, forms=_free_forms(recipe),
+        probs = quantisation_probabilities(handle, res.forget, a.quantisation, forms=recipe.verify.forms,
                                            neighbours=res.neighbours, side_forms=neighbour_forms(recipe))
         out["quantisation"] = {"probabilities": probs, "recovered": recovered_fractions(orig["quantisation"], probs),
                                "survival": survival_table(stack.originals(), handle, a.quantisation)}

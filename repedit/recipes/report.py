@@ -51,9 +51,10 @@ def _png(fig, path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _finish(plt, fig, ax, ref: float, ref_label: str, xlabel: str, ylabel: str, title: str, path: Path) -> str:
-    """Reference line, labels, legend; saved and embedded."""
-    ax.axhline(ref, color="grey", ls=":", label=ref_label)
+def _finish(plt, fig, ax, ref: float | None, ref_label: str, xlabel: str, ylabel: str, title: str, path: Path) -> str:
+    """Reference line (unless `ref` is None), labels, legend; saved and embedded."""
+    if ref is not None:
+        ax.axhline(ref, color="grey", ls=":", label=ref_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -230,7 +231,7 @@ img{{max-width:100%;margin:0.5em 0}}code{{font-size:12px}}</style></head><body>
 {benchmark_section(report, _table)}
 <h2>Plots</h2>{''.join(_plots(report, run_dir))}
 {_attack_tables(report)}
-{recovery_section(report, run_dir, _table, _png)}
+{recovery_section(report, run_dir)}
 <h2>Reproduce</h2><pre>{html.escape(cmd)}</pre><p>Same seed, same machine type → the same numbers
 (report.json). Environment: <code>{html.escape(json.dumps(report['environment']))}</code>; wall time
 {report['wall_seconds']} s.</p></body></html>"""

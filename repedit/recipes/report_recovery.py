@@ -42,8 +42,10 @@ def _quant_rows(edits: dict) -> list[dict]:
     return rows
 
 
-def _plot_bars(plt, labels: list[str], series: dict[str, list], ylabel: str, title: str, path: Path, img,
-               ref: float | None = None) -> str:
+def _plot_bars(plt, labels: list[str], series: dict[str, list], ylabel: str, title: str, path: Path,
+               ref: float | None = None, ref_label: str = "") -> str:
+    from .report import _finish
+
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) * max(1, len(series)) / 2), 3.4))
     width = 0.8 / max(1, len(series))
     for i, (name, vals) in enumerate(series.items()):
@@ -51,20 +53,14 @@ def _plot_bars(plt, labels: list[str], series: dict[str, list], ylabel: str, tit
                label=name)
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(labels))])
     ax.set_xticklabels(labels, rotation=20, fontsize=8)
-    if ref is not None:
-        ax.axhline(ref, color="grey", ls=":")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    out = img(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, ax, ref, ref_label, "", ylabel, title, path)
 
 
-def recovery_section(report: dict, run_dir: Path, table, img) -> str:
-    """HTML of the recovery attacks that ran (empty if none); `table(rows, columns)` and `img(fig, path)`
-    are the report's own helpers."""
+def recovery_section(report: dict, run_dir: Path) -> str:
+    """HTML of the recovery attacks that ran (empty if none)."""
     from ..plots import _pyplot
+    from .report import _finish
+    from .report import _table as table
 
     edits, before, parts = report["edits"], report["before"], []
     plots = Path(run_dir) / "plots"
@@ -80,7 +76,7 @@ def recovery_section(report: dict, run_dir: Path, table, img) -> str:
             ("vs_quant", "recovered vs quantised original"), ("neighbours", "neighbours, quantised"),
             ("survival", "min survival of a weight's change")]) + _plot_bars(
             _pyplot(), schemes, series, "recovered share", "erased probability recovered by quantisation",
-            plots / "quantisation.png", img, ref=0.0))
+            plots / "quantisation.png", ref=0.0, ref_label="nothing recovered"))
     wd = {k: a["weight_diff"]["summary"] for k, a in att.items() if "weight_diff" in a}
     if wd:
         rows = [{"edit": k, **s} for k, s in wd.items()]
@@ -93,7 +89,7 @@ def recovery_section(report: dict, run_dir: Path, table, img) -> str:
             _pyplot(), list(wd), {"subject key rank": [s["subject_keys_median_rank"] for s in wd.values()],
                                   "answer rank, patched": [s["answer_patch_median_rank"] for s in wd.values()],
                                   "its control": [s["answer_patch_control_median_rank"] for s in wd.values()]},
-            "median rank (lower = exposed)", "weight-diff read-outs", plots / "weight_diff.png", img))
+            "median rank (lower = exposed)", "weight-diff read-outs", plots / "weight_diff.png"))
     ex = {k: a["extraction"] for k, a in att.items() if "extraction" in a}
     if ex and before.get("extraction"):
         rows = [{"edit": k, "lens": lens, "any_before": v["any_intermediate_before"],
@@ -106,15 +102,12 @@ def recovery_section(report: dict, run_dir: Path, table, img) -> str:
         ax.plot(tuned(before["extraction"])["mean_prob"], color="black", label="unedited")
         for k, e in ex.items():
             ax.plot(tuned(e)["mean_prob"], label=k)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("answer probability (tuned lens)")
-        ax.set_title("white-box extraction: the answer at every layer")
-        ax.legend(fontsize=7)
         parts.append(head("extraction", "White-box extraction") + table(rows, [
             ("edit", "edit"), ("lens", "lens"), ("erased", "facts erased at the output"),
             ("recovered", "recovered from an intermediate layer"), ("any_before", "any layer, before"),
-            ("any_after", "any layer, after")]) + img(fig, plots / "extraction.png"))
-        plt.close(fig)
+            ("any_after", "any layer, after")]) + _finish(
+            plt, fig, ax, None, "", "layer", "answer probability (tuned lens)",
+            "white-box extraction: the answer at every layer", plots / "extraction.png"))
     mia = {k: a["membership"] for k, a in att.items() if "membership" in a}
     if mia and before.get("membership"):
         states = {"before": before["membership"], **mia}
@@ -124,7 +117,8 @@ def recovery_section(report: dict, run_dir: Path, table, img) -> str:
         parts.append(head("membership", "Membership inference") + table(rows, [
             ("state", "model"), *((f"auc_{s}", f"AUC {s}") for s in scores), ("privleak", "PrivLeak (min-k++)")])
             + _plot_bars(_pyplot(), scores, {k: [m["auc"][s] for s in scores] for k, m in states.items()},
-                         "AUC forget vs retain", "membership inference", plots / "membership.png", img, ref=0.5))
+                         "AUC forget vs retain", "membership inference", plots / "membership.png", ref=0.5,
+                         ref_label="indistinguishable"))
     rem = {k: a["remind"] for k, a in att.items() if "remind" in a}
     if rem and before.get("remind"):
         states = {"before": before["remind"], **rem}
@@ -135,5 +129,5 @@ def recovery_section(report: dict, run_dir: Path, table, img) -> str:
             ("forget_sharp", "forget sharpness"), ("retain_sharp", "retain sharpness")]) + _plot_bars(
             _pyplot(), list(states), {"forget": [r["forget_sharp"] for r in rows],
                                       "retain": [r["retain_sharp"] for r in rows]},
-            "mean |Δ loss| under perturbation", "REMIND sharpness", plots / "remind.png", img))
+            "mean |Δ loss| under perturbation", "REMIND sharpness", plots / "remind.png"))
     return "".join(parts)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..edits.stack import holding
 from ..errors import ConfigError
 
 GGUF_SCHEMES = ("gguf-q8_0", "gguf-q4_0", "gguf-q4_1", "gguf-q5_0", "gguf-q5_1")
@@ -106,17 +107,8 @@ def quantised(handle, scheme: Scheme | str, names: Sequence[str] | None = None) 
     scheme = parse_scheme(scheme) if isinstance(scheme, str) else scheme
     params = dict(handle.model.named_parameters())            # tied weights appear once
     chosen = [n for n in (names or params) if applies(params[n], scheme)]
-    saved = {}
-    try:
-        with torch.no_grad():
-            for n in chosen:
-                saved[n] = params[n].detach().clone()
-                params[n].copy_(quantise_tensor(params[n], scheme))
-        yield chosen
-    finally:
-        with torch.no_grad():
-            for n, value in saved.items():
-                params[n].copy_(value)
+    with holding(handle, ((n, quantise_tensor(params[n], scheme)) for n in chosen)) as held:  # one at a time
+        yield held
 
 
 @torch.no_grad()

@@ -21,14 +21,14 @@ ranks some country names high). Rank-one edits are the most exposed;
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..edits.stack import holding
 from ..errors import InputError
 from ..suites import Fact
 from ..text import answer_ids
@@ -83,27 +83,9 @@ def _token(handle, text: str, first: bool = True) -> int:
 
 
 def _ranks(scores: torch.Tensor, tokens: Sequence[int]) -> list[int]:
-    """Rank (0 = top) of each token in each row of scores [n, vocab] → min over rows, per token."""
-    order = scores.float().argsort(-1, descending=True)
-    pos = torch.empty_like(order)
-    pos.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return [int(pos[:, t].min()) for t in tokens]
-
-
-@contextmanager
-def _holding(handle, values: dict[str, torch.Tensor]) -> Iterator[None]:
-    """The model holds `values` for these parameters inside the block; its own bytes come back after."""
-    params = dict(handle.model.named_parameters())
-    saved = {n: params[n].detach().clone() for n in values}
-    try:
-        with torch.no_grad():
-            for n, v in values.items():
-                params[n].copy_(v)
-        yield
-    finally:
-        with torch.no_grad():
-            for n, v in saved.items():
-                params[n].copy_(v)
+    """Rank (0 = top: the count of strictly higher scores) of each token in each row of scores [n, vocab],
+    the best over rows, per token."""
+    return [int((scores > scores[:, t:t + 1]).sum(-1).min()) for t in tokens]
 
 
 @torch.no_grad()
@@ -155,9 +137,13 @@ def weight_diff_attack(handle, base: dict[str, torch.Tensor], facts: Sequence[Fa
     subj = [_token(handle, f.subject, first=False) for f in facts]      # a name's last token: "Fr|ance"
     ans = [_token(handle, f.answer) for f in facts]
     best = {key: [np.inf] * len(facts) for key in READOUTS + CONTROLS}
+
+    def keep(key: str, scores: torch.Tensor, tokens: Sequence[int]) -> None:
+        best[key] = [min(b, x) for b, x in zip(best[key], _ranks(scores, tokens))]
+
     gen = torch.Generator(device="cpu").manual_seed(0)      # control: random directions, read the same way
     names = list(dict.fromkeys([*candidates, *(f.subject for f in facts)])) if candidates else []
-    keys_at: dict[int, torch.Tensor] = {}
+    on_base = []                                            # (layer, directions, control, key directions)
     per_param = {}
     for name, w0 in base.items():
         d = (params[name].detach().float() - w0.to(params[name].device).float())
@@ -175,35 +161,39 @@ def weight_diff_attack(handle, base: dict[str, torch.Tensor], facts: Sequence[Fa
             ctrl = ctrl / ctrl.norm(dim=-1, keepdim=True) * both.norm(dim=-1, keepdim=True)
             scores = project_to_vocab(handle, both.to(handle.device, params[name].dtype)).float()
             cscores = project_to_vocab(handle, ctrl.to(handle.device, params[name].dtype)).float()
-            for key, toks in (("subject_vocab_control", subj), ("answer_vocab_control", ans)):
-                best[key] = [min(b, x) for b, x in zip(best[key], _ranks(cscores, toks))]
+            keep("subject_vocab_control", cscores, subj)
+            keep("answer_vocab_control", cscores, ans)
             row["top_tokens"] = [handle.tokenizer.decode(scores[i].topk(top_tokens).indices.tolist())
                                  for i in range(r)]
-            for key, toks in (("subject_vocab", subj), ("answer_vocab", ans)):
-                best[key] = [min(b, x) for b, x in zip(best[key], _ranks(scores, toks))]
+            keep("subject_vocab", scores, subj)
+            keep("answer_vocab", scores, ans)
             layer = _layer_of(handle, name)
-            if patch and write and layer is not None:
-                with _holding(handle, base):
-                    logits = _patch_logits(handle, layer, both / both.norm(dim=-1, keepdim=True))
-                    clogits = _patch_logits(handle, layer, ctrl / ctrl.norm(dim=-1, keepdim=True))
-                for key, toks in (("subject_patch", subj), ("answer_patch", ans)):
-                    best[key] = [min(b, x) for b, x in zip(best[key], _ranks(logits, toks))]
-                    best[key + "_control"] = [min(b, x) for b, x in zip(best[key + "_control"], _ranks(clogits, toks))]
             reads_keys = write == "u" and d.shape[1] == handle.d_mlp or write == "v" and d.shape[0] == handle.d_mlp
-            if names and layer is not None and reads_keys:
-                if layer not in keys_at:
-                    with _holding(handle, base):
-                        keys_at[layer] = _candidate_keys(handle, layer, names)
-                kdirs = (Vh[:r] if write == "u" else U[:, :r].T).to(keys_at[layer].device)
-                cos = (torch.nn.functional.normalize(keys_at[layer], dim=-1) @ kdirs.T).abs().amax(-1)  # [n_names]
-                best["subject_keys"] = [min(b, _ranks(cos[None], [names.index(f.subject)])[0])
-                                        for b, f in zip(best["subject_keys"], facts)]
+            kdirs = (Vh[:r] if write == "u" else U[:, :r].T) if names and reads_keys else None
+            if layer is not None and (patch and write or kdirs is not None):
+                on_base.append((layer, both if patch and write else None, ctrl, kdirs))
         if isinstance(_owner(handle, name), nn.Embedding):                       # tokens whose rows moved most
             moved = d.norm(dim=1)[None]
             row["most_changed_tokens"] = handle.tokenizer.decode(moved[0].topk(top_tokens).indices.tolist())
-            for key, toks in (("subject_vocab", subj), ("answer_vocab", ans)):
-                best[key] = [min(b, x) for b, x in zip(best[key], _ranks(moved, toks))]
+            keep("subject_vocab", moved, subj)
+            keep("answer_vocab", moved, ans)
         per_param[name] = row
+    keys_at: dict[int, torch.Tensor] = {}
+    with holding(handle, base if on_base else {}):           # the base model, once for every read-out on it
+        for layer, both, ctrl, kdirs in on_base:
+            if both is not None:
+                logits = _patch_logits(handle, layer, both / both.norm(dim=-1, keepdim=True))
+                clogits = _patch_logits(handle, layer, ctrl / ctrl.norm(dim=-1, keepdim=True))
+                for key, toks in (("subject_patch", subj), ("answer_patch", ans)):
+                    keep(key, logits, toks)
+                    keep(key + "_control", clogits, toks)
+            if kdirs is not None:
+                if layer not in keys_at:
+                    keys_at[layer] = _candidate_keys(handle, layer, names)
+                cos = (torch.nn.functional.normalize(keys_at[layer], dim=-1)
+                       @ kdirs.to(keys_at[layer].device).T).abs().amax(-1)         # [n_names]
+                best["subject_keys"] = [min(b, _ranks(cos[None], [names.index(f.subject)])[0])
+                                        for b, f in zip(best["subject_keys"], facts)]
     rows = [{"id": f.id, "subject": f.subject, "answer": f.answer,
              **{key: (None if np.isinf(v[i]) else int(v[i])) for key, v in best.items()}}
             for i, f in enumerate(facts)]
