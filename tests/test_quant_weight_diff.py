@@ -98,3 +98,13 @@ def test_weight_diff_names_an_unprotected_rank_one_edit_and_decoys_hide_it_from_
     assert found[(0, 8)] == 0, found                                      # France is the attacker's first guess
     assert found[(8, 8)] > 5, found                                       # 8 decoys push it out of a top-8 read
     assert found[(8, 9)] == 0, found                                      # a reader of 9 directions finds it again
+
+
+def test_bfloat16_weights_quantise_in_float32_and_come_back_as_bfloat16():
+    w = torch.randn(4, 128, generator=torch.Generator(device="cpu").manual_seed(1), device="cpu").to(torch.bfloat16)
+    for name in ("int8", "int4-g32", "gguf-q4_1"):
+        q = quantise_tensor(w, name)
+        assert q.dtype == torch.bfloat16 and q.shape == w.shape
+        assert float(((q.float() - w.float()).abs() / step_size(w, name)).max()) <= 1.05, name
+    s = delta_survival(w, (w.float() + 0.2).to(torch.bfloat16), "int8")
+    assert s["survival"] > 0.5 and not s["rounds_away"]
