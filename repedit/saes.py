@@ -84,15 +84,23 @@ def drop_outliers(rows: torch.Tensor, outlier_factor: float) -> torch.Tensor:
     return rows[norms <= outlier_factor * norms.median()]
 
 
+GROUP = 64   # chunks per capture call in `collect` (outliers are judged per group; sharded runs split here)
+
+
+def group_rows(handle, site: Site, chunks: list[str], context: int, outlier_factor: float) -> torch.Tensor:
+    """Activations [n, d] of one group of chunks at `site` (position None), position 0 and outliers dropped."""
+    got = capture(handle, chunks, [site], batch_size=16, max_length=context + 1, progress=False)[site]
+    return drop_outliers(torch.cat([g[1:] for g in got]), outlier_factor)
+
+
 def collect(handle, site_layer: int, point: str, texts: list[str], n_tokens: int, context: int,
             outlier_factor: float, progress: bool = True) -> torch.Tensor:
     """Activations [n, d] of real text at (layer, point), without position 0 and norm outliers."""
     site = Site(site_layer, point, position=None)
     chunks, out, total = text_chunks(handle, texts, context), [], 0
     bar = tqdm(total=n_tokens, disable=not progress, desc=f"collect {site}")
-    for i in range(0, len(chunks), 64):
-        got = capture(handle, chunks[i: i + 64], [site], batch_size=16, max_length=context + 1, progress=False)[site]
-        rows = drop_outliers(torch.cat([g[1:] for g in got]), outlier_factor)
+    for i in range(0, len(chunks), GROUP):
+        rows = group_rows(handle, site, chunks[i: i + GROUP], context, outlier_factor)
         out.append(rows)
         total += len(rows)
         bar.update(len(rows))

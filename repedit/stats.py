@@ -72,6 +72,20 @@ class MomentFitter:
         self._outer += other._outer.to(self._outer.device)
         return self
 
+    def sums(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(n, Σx [d], Σxxᵀ [d, d]): the float64 state that merging adds (e.g. an all_reduce over ranks)."""
+        return self.n, self._sum, self._outer
+
+    @classmethod
+    def from_sums(cls, n: int, total: torch.Tensor, outer: torch.Tensor,
+                  dtype: torch.dtype = torch.float32) -> MomentFitter:
+        """A fitter holding these sums (n rows, Σx [d], Σxxᵀ [d, d]; kept in float64 on their device)."""
+        fitter = cls(int(total.shape[-1]), dtype, device=total.device)
+        if tuple(outer.shape) != (fitter.dim, fitter.dim) or int(n) < 0:
+            raise InputError(f"sums do not fit: n={n}, Σx {tuple(total.shape)}, Σxxᵀ {tuple(outer.shape)}")
+        fitter.n, fitter._sum, fitter._outer = int(n), total.double(), outer.to(total.device, torch.float64)
+        return fitter
+
     def fit(self) -> Moments:
         if self.n == 0:
             raise InputError("fit() before any update(): feed at least one row")

@@ -27,22 +27,47 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
                           batch_size: int = 16, writes: dict | None = None) -> list[float]:
     """Mean log-prob per token of each continuation after its prompt (token id lists).
 
-    `writes` ({(layer, point): fn}) runs the forward with those activation rewrites (torch backend).
-    """
+    Rows are batched by their tokens (`generation.batch_order`); on Hugging Face models a batch's shared
+    prompt prefix runs once and only the last max(len(continuation)) + 1 positions are unembedded
+    (`generation.prefill`). `writes` ({(layer, point): fn}) runs a plain padded forward with those
+    activation rewrites (torch backend)."""
+    from .generation import batch_order, keeps_tail_logits, prefill
+
     if len(prompts) != len(continuations):
         raise InputError("prompts and continuations must have the same length")
-    out: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        rows = [p + c for p, c in zip(prompts[i: i + batch_size], continuations[i: i + batch_size])]
-        batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
-        if writes:
-            from .backends.base import get_backend
-
-            logits = get_backend(handle, "torch").run(batch["input_ids"], batch["attention_mask"], writes=writes).logits
+    if any(not c for c in continuations):
+        raise InputError("empty continuation")
+    rows = [list(p) + list(c) for p, c in zip(prompts, continuations)]
+    tail = not writes and keeps_tail_logits(handle)
+    out = [0.0] * len(prompts)
+    for idx in batch_order(rows, batch_size):
+        ps, cs = [list(prompts[j]) for j in idx], [list(continuations[j]) for j in idx]
+        if tail:
+            keep = max(len(c) for c in cs) + 1
+            logits = prefill(handle, [rows[j] for j in idx], keep).logits        # [batch, keep, vocab]
+            vals = _tail_logprobs(logits, cs)
         else:
-            logits = handle.logits(batch["input_ids"], batch["attention_mask"])
-        out += span_logprobs(logits, prompts[i: i + batch_size], continuations[i: i + batch_size]).tolist()
+            batch = pad_rows([rows[j] for j in idx], handle.pad_id, device=handle.input_device)
+            if writes:
+                from .backends.base import get_backend
+
+                logits = get_backend(handle, "torch").run(batch["input_ids"], batch["attention_mask"],
+                                                          writes=writes).logits
+            else:
+                logits = handle.logits(batch["input_ids"], batch["attention_mask"])
+            vals = span_logprobs(logits, ps, cs)
+        for j, v in zip(idx, vals.tolist()):
+            out[j] = v
     return out
+
+
+def _tail_logprobs(logits: torch.Tensor, continuations: list[list[int]]) -> torch.Tensor:
+    """Mean continuation log-prob per row [batch] from the logits of each row's last positions
+    [batch, keep, vocab] (rows end together: left-padded)."""
+    logp = torch.log_softmax(logits.float(), -1)
+    keep = logp.shape[1]
+    return torch.stack([logp[j, torch.arange(keep - 1 - len(c), keep - 1, device=logp.device),
+                             torch.tensor(c, device=logp.device)].mean() for j, c in enumerate(continuations)])
 
 
 def span_logprobs(logits: torch.Tensor, prompts: Sequence[list[int]],

@@ -2,7 +2,8 @@
 
 models (models, build-probes, train-sae) · demo · verify (recall, filter-known, perplexity,
 screen-pools, signature, regimes) · locate (sub-commands) · edit (hand-written commands, plus one per
-registered method: `methods`) · export · run (run, compare) · presets (list, show, build).
+registered method: `methods`) · export · run (run, compare) · presets (list, show, build) ·
+distributed (stats, measure under torchrun).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 import typer
 
-from . import benchmark, certify, demo, edit, locate, methods, models, presets, run, verify
+from . import benchmark, certify, demo, distributed, edit, locate, methods, models, presets, run, verify
 from .common import console
 
 app = typer.Typer(help="repedit: locate, edit, attack, verify and export representations in language models.",
@@ -23,6 +24,7 @@ verify.register(app)
 app.add_typer(locate.app, name="locate")
 app.add_typer(presets.app, name="presets")
 app.add_typer(benchmark.app, name="benchmark")
+app.add_typer(distributed.app, name="distributed")
 methods.register(edit.app, skip={c.name for c in edit.app.registered_commands})
 app.add_typer(edit.app, name="edit")
 edit.register_export(app)

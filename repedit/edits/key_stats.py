@@ -25,6 +25,7 @@ from ..stats import MomentFitter, Moments
 from .base import tensor_sha256
 
 CORPUS = "wiki+news.train"
+BATCH = 8          # texts per forward; sharded runs (repedit.distributed) split at these boundaries
 
 
 def weights_fingerprint(handle, upto_layer: int) -> str:
@@ -53,12 +54,17 @@ def stats_path(handle, layer: int, n_tokens: int, *, corpus: str = CORPUS, conte
     return cache_root() / "stats" / safe / weights_fingerprint(handle, layer) / name
 
 
+def corpus_texts() -> list[str]:
+    """The documents of `CORPUS` (wiki.train + news.train), in the order the statistics read them."""
+    from ..suites import load_text
+
+    return load_text("wiki", "train") + load_text("news", "train")
+
+
 def key_moments(handle, layers: Sequence[int], *, n_tokens: int = 40_000, context: int = 128,
                 progress: bool = True) -> tuple[dict[int, Moments], float]:
     """{layer: Moments of mlp_hidden} over ~n_tokens of general text, and the seconds spent computing
     (0 when everything came from the cache)."""
-    from ..suites import load_text
-
     layers = sorted({int(x) for x in layers})
     for layer in layers:
         handle.check_layer(layer)
@@ -72,8 +78,7 @@ def key_moments(handle, layers: Sequence[int], *, n_tokens: int = 40_000, contex
     if not missing:
         return out, 0.0
     t0 = time.perf_counter()
-    fitters = key_fitters(handle, missing, load_text("wiki", "train") + load_text("news", "train"),
-                          n_tokens=n_tokens, context=context, progress=progress)
+    fitters = key_fitters(handle, missing, corpus_texts(), n_tokens=n_tokens, context=context, progress=progress)
     out |= store_key_moments(handle, fitters, n_tokens, context=context)
     return out, time.perf_counter() - t0
 
@@ -93,8 +98,8 @@ def key_fitters(handle, layers: Sequence[int], texts: Sequence[str], *, n_tokens
     be = get_backend(handle, "torch")
     seen = 0
     bar = tqdm(total=n_tokens, disable=not progress, desc=f"key statistics L{layers}")
-    for i in range(0, len(texts), 8):
-        batch = handle.encode(list(texts[i: i + 8]), max_length=context)
+    for i in range(0, len(texts), BATCH):
+        batch = handle.encode(list(texts[i: i + BATCH]), max_length=context)
         mask = batch["attention_mask"].bool().clone()
         mask[:, 0] = False                                   # drop position 0 (massive activations)
         res = be.run(batch["input_ids"], batch["attention_mask"], reads=keys, stop_early=True)

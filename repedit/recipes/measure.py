@@ -198,12 +198,14 @@ def knownness(handle, res: Resolved, recipe: Recipe) -> dict:
     return out
 
 
-def _recall(handle, facts, forms) -> dict | None:
-    from ..verify.recall import recall
+def _recalls(handle, groups: list[tuple[list, list[str]]]) -> list[dict | None]:
+    """Recall summaries of several (facts, forms) groups, measured together in one batched pass
+    (None for an empty group)."""
+    from ..verify.recall import recall_sets
 
-    if not facts:
-        return None
-    return recall(handle, facts, forms, progress=False).summary()
+    asked = [(facts, forms) for facts, forms in groups if facts]
+    found = iter(r.summary() for r in recall_sets(handle, asked, progress=False)) if asked else iter(())
+    return [next(found) if facts else None for facts, _ in groups]
 
 
 def neighbour_forms(recipe: Recipe) -> list[str]:
@@ -226,9 +228,9 @@ def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
     from ..verify.perplexity import perplexity
 
     side = neighbour_forms(recipe)
-    return {"forget": _recall(handle, res.forget, recipe.verify.forms),
-            "neighbours": _recall(handle, res.neighbours, side),
-            "unrelated": _recall(handle, res.unrelated, side),
+    forget, neighbours, unrelated = _recalls(handle, [(res.forget, list(recipe.verify.forms)),
+                                                      (res.neighbours, side), (res.unrelated, side)])
+    return {"forget": forget, "neighbours": neighbours, "unrelated": unrelated,
             "perplexity": perplexity(handle, res.texts) if res.texts else None,
             "knownness": knownness(handle, res, recipe) if res.unknown else None,
             "lm_eval": lm_eval_measure(handle, recipe),

@@ -12,23 +12,38 @@ from ..errors import InputError
 from ..models.handle import pad_rows
 
 
+def document_batches(handle, texts: Sequence[str], *, max_length: int = 256,
+                     batch_size: int = 8) -> list[list[list[int]]]:
+    """Token rows of `texts` (each cut to its first `max_length` tokens, BOS included when the tokenizer adds
+    one) in batches of similar length (less padding)."""
+    if isinstance(texts, str) or not texts:
+        raise InputError("perplexity() takes a non-empty list of texts (e.g. repedit.suites.load_text())")
+    rows = [handle.tokenizer.encode(t, add_special_tokens=True)[:max_length] for t in texts]
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i]), i))
+    return [[rows[j] for j in order[i: i + batch_size]] for i in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
+def batch_nll(handle, rows: list[list[int]]) -> tuple[float, int]:
+    """(Σ next-token NLL, scored tokens) of one batch of token rows (the first token is never scored)."""
+    batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits = handle.logits(ids, mask)                                        # [batch, seq, vocab]
+    valid = mask[:, 1:].bool()
+    logits, targets = logits[:, :-1][valid], ids[:, 1:][valid.to(ids.device)]
+    nll = torch.nn.functional.cross_entropy(logits.float(), targets.to(logits.device), reduction="sum")
+    return float(nll), int(valid.sum())
+
+
 def perplexity(handle, texts: Sequence[str], *, max_length: int = 256, batch_size: int = 8,
                progress: bool = False) -> float:
     """exp(mean NLL) of `texts`, each truncated to its first `max_length` tokens (BOS included
     when the tokenizer adds one; the first token is never scored)."""
-    if isinstance(texts, str) or not texts:
-        raise InputError("perplexity() takes a non-empty list of texts (e.g. repedit.suites.load_text())")
     nll, count = 0.0, 0
-    for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="perplexity"):
-        rows = [handle.tokenizer.encode(t, add_special_tokens=True)[:max_length] for t in texts[i: i + batch_size]]
-        batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        logits = handle.logits(ids, mask).float()
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
-        valid = mask[:, 1:].bool()
-        nll -= float(logp[valid].sum())
-        count += int(valid.sum())
+    batches = document_batches(handle, texts, max_length=max_length, batch_size=batch_size)
+    for rows in tqdm(batches, disable=not progress, desc="perplexity"):
+        n, c = batch_nll(handle, rows)
+        nll, count = nll + n, count + c
     if count == 0:
         raise InputError("no scorable tokens: every text is a single token")
     return math.exp(nll / count)

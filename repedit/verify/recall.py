@@ -16,26 +16,41 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..generation import batch_order, greedy_rows, keeps_tail_logits
 from ..models.handle import pad_rows
 from ..suites import FORMS, Fact
 from ..text import answer_ids, continuation_logprobs, prompt_ids
 
 
 @torch.no_grad()
-def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
-    """Greedy continuations (decoded text) of token-id prompts, batched with left padding."""
-    texts: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        batch = pad_rows(list(prompts[i: i + batch_size]), handle.pad_id, side="left",
-                         device=handle.input_device)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        width = ids.shape[1]
-        gen = handle.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=handle.pad_id)
-        texts.extend(handle.tokenizer.decode(g[width:], skip_special_tokens=True) for g in gen)
+def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch_size: int = 16,
+           answers: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """Greedy continuations (decoded text) of token-id prompts, batched by shared prefix (`generation`).
+
+    Rows leave their batch (and the KV cache) when they end, and — given `answers` (aliases per prompt)
+    — as soon as their text mentions one of them: whether an answer is mentioned can only turn from no to
+    yes as the text grows, so accuracy is that of the full `max_new_tokens` continuation, and the texts
+    of rows that named their answer end there."""
+    if answers is not None and len(answers) != len(prompts):
+        raise InputError("greedy(): give one answer list per prompt (or none)")
+    tok = handle.tokenizer
+    texts: list[str] = [""] * len(prompts)
+    for idx in batch_order(prompts, batch_size):
+        rows = [list(prompts[j]) for j in idx]
+        if keeps_tail_logits(handle):
+            done = None if answers is None else (
+                lambda k, new, idx=idx: _mentions(tok.decode(new, skip_special_tokens=True), answers[idx[k]]))
+            outs = [tok.decode(n, skip_special_tokens=True) for n in greedy_rows(handle, rows, max_new_tokens, done)]
+        else:                                                     # models without the cache/tail forward API
+            batch = pad_rows(rows, handle.pad_id, side="left", device=handle.input_device)
+            width = batch["input_ids"].shape[1]
+            gen = handle.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                        pad_token_id=handle.pad_id)
+            outs = [tok.decode(g[width:], skip_special_tokens=True) for g in gen]
+        for j, text in zip(idx, outs):
+            texts[j] = text
     return texts
 
 
@@ -86,56 +101,90 @@ def _check(facts: Sequence[Fact], forms: Sequence[str]) -> None:
         raise InputError(f"unknown forms {bad}; valid forms: {list(FORMS)}")
 
 
-def _form_scores(handle, facts: Sequence[Fact], form: str, batch_size: int) -> tuple[list[float], list]:
-    """Per-fact answer probability in `form`, and what decides correctness: the argmax-is-right flags
-    (mc) or the prompts to continue greedily (free-text forms)."""
-    specs = [f.forms[form] for f in facts]
-    if form == "mc":
-        prompts, conts, owner = [], [], []
-        for k, spec in enumerate(specs):
-            p = prompt_ids(handle, spec["prompt"], False)
-            for opt in spec["options"]:
-                prompts.append(p)
-                conts.append(answer_ids(handle, opt, False))
-                owner.append(k)
-        lps = continuation_logprobs(handle, prompts, conts, batch_size)
-        probs, right = [], []
-        for k, spec in enumerate(specs):
-            mine = torch.tensor([lp for lp, o in zip(lps, owner) if o == k], device="cpu")
-            probs.append(float(torch.softmax(mine, 0)[spec["answer_index"]]))
-            right.append(int(mine.argmax()) == spec["answer_index"])
-        return probs, right
-    prompts = [prompt_ids(handle, s["prompt"], s["chat"]) for s in specs]
-    conts = [answer_ids(handle, f.answer, s["chat"]) for f, s in zip(facts, specs)]
-    return [math.exp(lp) for lp in continuation_logprobs(handle, prompts, conts, batch_size)], prompts
+def _probability_rows(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]]]):
+    """Every (set, form, fact) as prompt + continuation rows (one per option for mc), and the free-text
+    prompts to continue greedily with their answers."""
+    rows, owner, free = [], [], []
+    for s, (facts, forms) in enumerate(sets):
+        for form in forms:
+            for k, f in enumerate(facts):
+                spec = f.forms[form]
+                chat = spec["chat"] and form != "mc"
+                p = prompt_ids(handle, spec["prompt"], chat)
+                for opt in (spec["options"] if form == "mc" else [f.answer]):
+                    rows.append((p, answer_ids(handle, opt, chat)))
+                    owner.append((s, form, k))
+                if form != "mc":
+                    free.append(((s, form, k), p, f.answers))
+    return rows, owner, free
+
+
+def _probabilities(handle, sets, batch_size: int, score=None) -> tuple[dict, dict, list]:
+    """{(set, form, fact): answer probability} and {(set, "mc", fact): argmax is right}, every form of
+    every set scored in one batched pass (`score(prompts, continuations, batch_size)`, default
+    `continuation_logprobs`), and the free-text prompts to generate from."""
+    rows, owner, free = _probability_rows(handle, sets)
+    score = score or (lambda p, c, size: continuation_logprobs(handle, p, c, size))
+    lps = score([r[0] for r in rows], [r[1] for r in rows], batch_size)
+    grouped: dict[tuple, list[float]] = {}
+    for key, lp in zip(owner, lps):
+        grouped.setdefault(key, []).append(lp)
+    probs, right = {}, {}
+    for (s, form, k), vals in grouped.items():
+        if form == "mc":
+            gold = sets[s][0][k].forms["mc"]["answer_index"]
+            scores = torch.tensor(vals, device="cpu")
+            probs[(s, form, k)] = float(torch.softmax(scores, 0)[gold])
+            right[(s, form, k)] = int(scores.argmax()) == gold
+        else:
+            probs[(s, form, k)] = math.exp(vals[0])
+    return probs, right, free
+
+
+def recall_sets(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]]], *, max_new_tokens: int = 24,
+                batch_size: int = 16, progress: bool = True, score=None, generate=None) -> list[RecallResult]:
+    """`recall` of several (facts, forms) sets at once: every prompt of every set and form is scored in one
+    batched pass and generated in one early-stopping greedy pass. One RecallResult per set. `score` /
+    `generate` replace `continuation_logprobs` / `greedy` (same arguments; e.g. split over ranks)."""
+    for facts, forms in sets:
+        _check(facts, forms)
+    probs, right, free = _probabilities(handle, sets, batch_size, score)
+    generate = generate or (lambda p, n, size, answers: greedy(handle, p, n, size, answers=answers))
+    outs = generate([p for _, p, _ in free], max_new_tokens, batch_size, [a for _, _, a in free])
+    texts = {key: text for (key, _, _), text in zip(free, outs)}
+    results = []
+    for s, (facts, forms) in enumerate(sets):
+        per_fact = [{"id": f.id, "answer": f.answer} for f in facts]
+        scores: dict[str, FormScore] = {}
+        for form in forms:
+            ps = [probs[(s, form, k)] for k in range(len(facts))]
+            if form == "mc":
+                oks = [right[(s, form, k)] for k in range(len(facts))]
+                for k in range(len(facts)):
+                    per_fact[k][form] = {"correct": oks[k], "probability": ps[k]}
+                chance = 1 / len(facts[0].forms[form]["options"])
+            else:
+                oks = [_mentions(texts[(s, form, k)], f.answers) for k, f in enumerate(facts)]
+                for k in range(len(facts)):
+                    per_fact[k][form] = {"correct": oks[k], "probability": ps[k], "output": texts[(s, form, k)]}
+                chance = None
+            scores[form] = FormScore(sum(oks) / len(facts), sum(ps) / len(facts), len(facts), chance=chance)
+        results.append(RecallResult(model=handle.id, forms=scores, per_fact=per_fact))
+    return results
 
 
 def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_new_tokens: int = 24,
            batch_size: int = 16, progress: bool = True) -> RecallResult:
     """Measure each fact in each requested form; see the module docstring for the metrics."""
-    _check(facts, forms)
-    per_fact = [{"id": f.id, "answer": f.answer} for f in facts]
-    scores: dict[str, FormScore] = {}
-    for form in tqdm(forms, disable=not progress, desc="recall forms"):
-        probs, decide = _form_scores(handle, facts, form, batch_size)
-        if form == "mc":
-            for k, (p, ok) in enumerate(zip(probs, decide)):
-                per_fact[k][form] = {"correct": ok, "probability": p}
-            chance = 1 / len(facts[0].forms[form]["options"])
-            scores[form] = FormScore(sum(decide) / len(facts), sum(probs) / len(facts), len(facts), chance=chance)
-            continue
-        outs = greedy(handle, decide, max_new_tokens, batch_size)
-        oks = [_mentions(text, f.answers) for f, text in zip(facts, outs)]
-        for k, (p, ok, text) in enumerate(zip(probs, oks, outs)):
-            per_fact[k][form] = {"correct": ok, "probability": p, "output": text}
-        scores[form] = FormScore(sum(oks) / len(facts), sum(probs) / len(facts), len(facts))
-    return RecallResult(model=handle.id, forms=scores, per_fact=per_fact)
+    return recall_sets(handle, [(facts, forms)], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       progress=progress)[0]
 
 
 def recall_probability(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, batch_size: int = 16) -> float:
     """`recall(...).mean_probability` without the greedy generations (a cheap monitor for training loops)."""
     _check(facts, forms)
-    return sum(sum(_form_scores(handle, facts, form, batch_size)[0]) / len(facts) for form in forms) / len(forms)
+    probs = _probabilities(handle, [(facts, forms)], batch_size)[0]
+    return sum(probs[(0, form, k)] for form in forms for k in range(len(facts))) / (len(forms) * len(facts))
 
 
 def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blank", "paraphrase", "adversarial"),
