@@ -69,19 +69,32 @@ def print_comparison(report: dict) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("run")
-    def run_cmd(recipe: Path = typer.Argument(..., help="TOML recipe (see recipes/)"),
+    def run_cmd(recipe: Path = typer.Argument(None, help="TOML recipe (see recipes/); with --resume: default the "
+                                              "one the run was started with"),
                 out: Path = typer.Option(None, help="run directory (default runs/<name>)"),
                 force: bool = typer.Option(False, help="replace an existing run directory"),
-                check: bool = typer.Option(False, help="validate the recipe and stop (no compute)")):
+                check: bool = typer.Option(False, help="validate the recipe and stop (no compute)"),
+                resume: Path = typer.Option(None, help="finish the killed run in this directory: its saved stages "
+                                            "are not recomputed")):
         """Run a recipe: locate/edit, verify, attack, report (report.html) and export."""
-        from ..recipes.runner import run_recipe
+        from ..errors import InputError
+        from ..recipes.runner import resume_run, run_recipe
         from ..recipes.schema import load_recipe
 
-        parsed = load_recipe(recipe)
+        if recipe is None and resume is None:
+            raise InputError("give a RECIPE (or --resume DIR to finish a killed run)")
+        if resume is not None and out is not None and out.resolve() != resume.resolve():
+            raise InputError("--resume DIR is the run directory: drop --out")
+        parsed = load_recipe(recipe) if recipe is not None else None
         if check:
+            if parsed is None:
+                raise InputError("--check validates a RECIPE: give one")
             console.print(f"{recipe}: valid ({len(parsed.edits)} edits: {', '.join(e.name for e in parsed.edits)})")
             return
-        result = run_recipe(parsed, out, force=force, echo=console.print)
+        if resume is not None and parsed is None:
+            result = resume_run(resume, echo=console.print, force=force)
+        else:
+            result = run_recipe(parsed, resume or out, force=force, echo=console.print, resume=resume is not None)
         print_comparison(result.report)
         console.print(f"report: {result.dir / 'report.html'}")
 

@@ -4,10 +4,12 @@ attack, (export), revert → report. Writes a run directory:
     recipe.toml        the recipe as given          resolved.json  config with every default filled
     journal.jsonl      one line per stage (time)    report.json    every number
     report.html        readable report with plots   export/        the exported model (if asked)
+    state/             every finished stage's results (JSON), for `resume` (see run_state)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import random
@@ -26,6 +28,7 @@ from ..models.presets import resolve_config
 from .measure import Resolved, forget_level, measure_facts, measure_pool, neighbour_forms, peak_index, resolve
 from .methods import METHODS, Context, method_config
 from .recovery_attacks import comparison_columns
+from .run_state import Journal, RunState, plain, recipe_of
 from .schema import Recipe, load_recipe
 
 
@@ -33,20 +36,6 @@ from .schema import Recipe, load_recipe
 class RunResult:
     dir: Path
     report: dict
-
-
-class Journal:
-    def __init__(self, path: Path, echo=None):
-        self.path, self.echo, self.t0 = path, echo, time.perf_counter()
-        path.write_text("")
-
-    def log(self, stage: str, **info) -> None:
-        row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "elapsed_s": round(time.perf_counter() - self.t0, 2),
-               "stage": stage} | info
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row, default=str) + "\n")
-        if self.echo:
-            self.echo(f"[{row['elapsed_s']:7.1f}s] {stage} " + " ".join(f"{k}={v}" for k, v in info.items()))
 
 
 def _seed(seed: int) -> None:
@@ -196,24 +185,10 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
     return rows
 
 
-def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, force: bool = False,
-               progress: bool = True, echo=print, command: str | None = None) -> RunResult:
-    """Run `recipe` (a Recipe or a path) and write its run directory (default runs/<name>); `command`:
-    what reproduces the run, for the report (default: `repedit run <the recipe file>`)."""
-    from .. import __version__, load
+def _load(recipe: Recipe, journal: Journal):
+    """The model, untied when an edit folds a projection into the embedding (redone on every (re)start)."""
+    from .. import load
 
-    recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
-    run_dir = Path(out) if out is not None else Path("runs") / recipe.name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise InputError(f"{run_dir} exists and is not empty; pass force=True (--force) or another out")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if recipe.source and Path(recipe.source).exists():
-        shutil.copy(recipe.source, run_dir / "recipe.toml")
-    journal = Journal(run_dir / "journal.jsonl", echo)
-    _seed(recipe.seed)
-    t_all = time.perf_counter()
     handle = load(recipe.model, dtype=getattr(torch, recipe.dtype), device_map=recipe.device_map)
     journal.log("load", model=handle.id, dtype=recipe.dtype,
                 device_map=getattr(handle.model, "hf_device_map", None) or str(handle.device))
@@ -221,60 +196,141 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
         from ..edits.fold import untie_embeddings
 
         journal.log("untie", tied=untie_embeddings(handle))
-    res = resolve(handle, recipe)
-    journal.log("targets", **{k: len(v) for k, v in res.to_dict().items() if isinstance(v, list)})
+    return handle
+
+
+def _restore_originals(handle, recipe: Recipe, res: Resolved, before: dict, kept: dict, journal: Journal) -> dict:
+    """On resume, what the remaining edits need from the original (unedited) model and JSON cannot hold,
+    recomputed deterministically: the knownness probe the before-measure fitted (`res.knownness`), the
+    benchmark's original answers (`res.benchmark_state`), the SAE and its codes, the trace features. The
+    saved before-measure is kept as it was; whether a recomputation agrees with it is journalled."""
+    from .measure import benchmark_measure, knownness
+
+    if res.forget and res.unknown:
+        again = plain(knownness(handle, res, recipe))
+        journal.log("recomputed", what="knownness", matches_before=again == before.get("knownness"))
+    if res.forget and res.benchmark is not None:
+        again = plain(benchmark_measure(handle, res, recipe))
+        journal.log("recomputed", what="benchmark_state", matches_before=again == before.get("benchmark"))
+    lite = dataclasses.replace(recipe.attacks, prefixes=False, quantisation=(), extraction=False, membership=False,
+                               remind=False)            # their before numbers and records are saved
+    orig = _original_records(handle, dataclasses.replace(recipe, attacks=lite), res, {}) | kept
+    journal.log("recomputed", what="original records", keys=sorted(orig))
+    return orig
+
+
+def _run_edit(handle, recipe: Recipe, spec, ctx: Context, res: Resolved, orig: dict, measure, peak,
+              journal: Journal, run_dir: Path) -> tuple[bool, dict]:
+    """Build, push, measure, attack, (export) and revert one [[edit]]: (refused, its report entry)."""
+    method = METHODS[spec.method]
+    _seed(recipe.seed)
+    t0 = time.perf_counter()
+    config = resolve_config(method_config(spec.method, spec.config), handle)   # None: the model's preset
+    built = method.build(ctx, config)
+    seconds = time.perf_counter() - t0 - sum(e.stats.get("monitor_seconds", 0.0) for e in built)
+    journal.log("edit", name=spec.name, method=spec.method, seconds=round(seconds, 2), edits=len(built))
+    stack = EditStack(handle)
+    try:
+        try:
+            for e in built:
+                stack.push(e)
+        except PrecisionError as exc:          # this dtype cannot hold the edit: record it, run the rest
+            journal.log("refused", name=spec.name, method=spec.method, error=str(exc))
+            return True, {"method": spec.method, "family": method.family, "error": str(exc),
+                          "seconds": round(seconds, 2)}
+        after = measure(handle, res, recipe)
+        journal.log("measure", what=spec.name, forget=round(forget_level(after, peak), 4))
+        _seed(recipe.seed)
+        attacks = _attacks(handle, recipe, res, orig, stack)
+        journal.log("attacks", what=spec.name, ran=sorted(attacks))
+        if recipe.export == spec.name:
+            from ..export import export
+
+            ex = export(handle, run_dir / "export", stack, force=True)
+            journal.log("export", path=str(run_dir / "export"), max_logit_diff=ex.max_logit_diff)
+    finally:
+        stack.revert_all()
+    return False, {"method": spec.method, "family": method.family, "source": method.source,
+                   "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()},
+                   "seconds": round(seconds, 2), "rank": {p: r for e in built for p, r in e.rank.items()},
+                   "stats": [e.stats for e in built], "after": after, "attacks": attacks,
+                   "trajectory": built[0].stats.get("trajectory") if len(built) == 1 else None}
+
+
+def _open_run(recipe: Recipe, run_dir: Path, force: bool, resume: bool, command: str) -> RunState:
+    if resume:
+        if force:
+            raise InputError("resume finishes the run in its directory and force starts it over: pass one of them")
+        return RunState.open(run_dir, recipe)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise InputError(f"{run_dir} exists and is not empty; pass force=True (--force) or another out, or "
+                             f"resume=True (--resume {run_dir}) to finish a killed run")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunState.start(run_dir, recipe, command)
+
+
+def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, force: bool = False,
+               progress: bool = True, echo=print, command: str | None = None, resume: bool = False) -> RunResult:
+    """Run `recipe` (a Recipe or a path) and write its run directory (default runs/<name>); `command`:
+    what reproduces the run, for the report (default: `repedit run <the recipe file>`; a resumed run keeps the
+    one it was started with). `resume`: finish the run in `out` from its saved stages (state/), recomputing
+    none of them; the report equals an uninterrupted run's but for timing fields (`run_state.is_timing`)."""
+    from .. import __version__
+
+    recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
+    run_dir = Path(out) if out is not None else Path("runs") / recipe.name
+    source = recipe.source and Path(recipe.source).exists()
+    state = _open_run(recipe, run_dir, force, resume, command or (f"repedit run {recipe.source}" if source
+                                                                  else f"repedit run {run_dir / 'recipe.toml'}"))
+    if source and not (resume and (run_dir / "recipe.toml").exists()):
+        shutil.copy(recipe.source, run_dir / "recipe.toml")
+    journal = Journal(run_dir / "journal.jsonl", echo, append=resume)
+    if resume:
+        journal.log("resume", saved=state.saved())
+    _seed(recipe.seed)
+    t_all = time.perf_counter()
+    todo = [i for i in range(len(recipe.edits)) if state.edit(i) is None]
+    saved_before = state.before()
+    handle = _load(recipe, journal) if todo or saved_before is None else None
+    res = state.targets(recipe)
+    if res is not None:
+        journal.log("restored", what="targets")
+    else:
+        res = state.save_targets(resolve(handle, recipe), recipe)
+        journal.log("targets", **{k: len(v) for k, v in res.to_dict().items() if isinstance(v, list)})
     measure = measure_facts if res.forget else measure_pool
-    before = measure(handle, res, recipe)
-    orig = _original_records(handle, recipe, res, before)
+    if saved_before is not None:
+        before, kept = saved_before
+        journal.log("restored", what="before")
+        orig = _restore_originals(handle, recipe, res, before, kept, journal) if todo else {}
+    else:
+        before = measure(handle, res, recipe)
+        orig = _original_records(handle, recipe, res, before)
+        before, kept = state.save_before(before, orig)
+        orig |= kept                                     # as a resumed run reads them back
     peak = None if res.forget else peak_index(before)
-    journal.log("measure", what="before", forget=round(forget_level(before, peak), 4))
+    if saved_before is None:
+        journal.log("measure", what="before", forget=round(forget_level(before, peak), 4))
     ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts,
                   recipe.attacks.sae, progress, monitor=_monitor(handle, res, recipe),
                   references=tuple(getattr(recipe.targets, "references", ())))
     edits, refused = {}, {}
-    for spec in recipe.edits:
-        method = METHODS[spec.method]
-        _seed(recipe.seed)
-        t0 = time.perf_counter()
-        config = resolve_config(method_config(spec.method, spec.config), handle)   # None: the model's preset
-        built = method.build(ctx, config)
-        seconds = time.perf_counter() - t0 - sum(e.stats.get("monitor_seconds", 0.0) for e in built)
-        journal.log("edit", name=spec.name, method=spec.method, seconds=round(seconds, 2), edits=len(built))
-        stack = EditStack(handle)
-        try:
-            try:
-                for e in built:
-                    stack.push(e)
-            except PrecisionError as exc:          # this dtype cannot hold the edit: record it, run the rest
-                journal.log("refused", name=spec.name, method=spec.method, error=str(exc))
-                refused[spec.name] = {"method": spec.method, "family": method.family, "error": str(exc),
-                                      "seconds": round(seconds, 2)}
-                continue
-            after = measure(handle, res, recipe)
-            journal.log("measure", what=spec.name, forget=round(forget_level(after, peak), 4))
-            _seed(recipe.seed)
-            attacks = _attacks(handle, recipe, res, orig, stack)
-            journal.log("attacks", what=spec.name, ran=sorted(attacks))
-            if recipe.export == spec.name:
-                from ..export import export
-
-                ex = export(handle, run_dir / "export", stack, force=True)
-                journal.log("export", path=str(run_dir / "export"), max_logit_diff=ex.max_logit_diff)
-        finally:
-            stack.revert_all()
-        edits[spec.name] = {"method": spec.method, "family": method.family, "source": method.source,
-                            "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                       for k, v in vars(config).items()},
-                            "seconds": round(seconds, 2), "rank": {p: r for e in built for p, r in e.rank.items()},
-                            "stats": [e.stats for e in built], "after": after, "attacks": attacks,
-                            "trajectory": built[0].stats.get("trajectory") if len(built) == 1 else None}
+    for i, spec in enumerate(recipe.edits):
+        done = state.edit(i)
+        if done is not None:
+            journal.log("restored", what=spec.name)
+            was_refused, entry = done["refused"], done["entry"]
+        else:
+            was_refused, entry = _run_edit(handle, recipe, spec, ctx, res, orig, measure, peak, journal, run_dir)
+            entry = state.save_edit(i, spec.name, entry, refused=was_refused)
+        (refused if was_refused else edits)[spec.name] = entry
     report = {"recipe": recipe.to_dict(), "targets": res.to_dict(), "before": before, "edits": edits,
               "refused": refused, "comparison": _comparison(before, edits),
               "environment": {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                               "threads": torch.get_num_threads()},
-              "command": command or (f"repedit run {recipe.source}" if recipe.source and Path(recipe.source).exists()
-                                     else f"repedit run {run_dir / 'recipe.toml'}"),
-              "wall_seconds": round(time.perf_counter() - t_all, 1)}
+              "command": state.command, "wall_seconds": round(time.perf_counter() - t_all, 1)}
     (run_dir / "resolved.json").write_text(json.dumps({"recipe": recipe.to_dict(), "targets": res.to_dict(),
                                                        "edits": {k: v["config"] for k, v in edits.items()}},
                                                       indent=1, default=str))
@@ -290,3 +346,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
     write_html(report, run_dir)
     journal.log("report", path=str(run_dir / "report.html"), wall_seconds=report["wall_seconds"])
     return RunResult(run_dir, report)
+
+
+def resume_run(run_dir: str | Path, **kw) -> RunResult:
+    """Finish a killed run (`run_recipe(..., resume=True)` with the recipe it was started with)."""
+    return run_recipe(recipe_of(Path(run_dir)), run_dir, resume=True, **kw)
