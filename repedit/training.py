@@ -83,6 +83,54 @@ def residual_after(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return got["h"]
 
 
+def last_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, vocab] at each right-padded row's last real token, gradients kept; Hugging Face models
+    unembed only those positions (`logits_to_keep`)."""
+    from .capture import select_positions
+    from .generation import keeps_tail_logits
+
+    if not keeps_tail_logits(handle):
+        return select_positions(handle.forward(input_ids, attention_mask), attention_mask, -1)
+    dev = handle.input_device
+    last = attention_mask.to(dev).sum(-1) - 1                                   # [batch]
+    kept, row_pos = torch.unique(last, return_inverse=True)
+    logits = handle.model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
+                          logits_to_keep=kept).logits                           # [batch, kept, vocab]
+    return logits[torch.arange(len(last), device=logits.device), row_pos.to(logits.device)]
+
+
+def _pass_hidden(hidden_states, *args, **kwargs):
+    return hidden_states
+
+
+@contextmanager
+def start_at(handle, layer: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Inside, a forward skips blocks 0..layer−1 and block `layer` reads `hidden` [batch, seq, d_model] —
+    the residual entering it, computed once for the same batch (`residual_after(..., layer − 1)`). Exact
+    while nothing before `layer` changes (a trained edit at `layer` or later); the embedding still runs.
+    Hugging Face decoder stacks only (blocks take the residual first and return it)."""
+    if layer == 0:
+        yield
+        return
+    skipped = [handle.layer_module(i) for i in range(layer)]
+
+    def feed(_m, args, kwargs):
+        if args:
+            return (hidden.to(args[0].device, args[0].dtype), *args[1:]), kwargs
+        kwargs["hidden_states"] = hidden.to(kwargs["hidden_states"].device, kwargs["hidden_states"].dtype)
+        return args, kwargs
+
+    hook = handle.layer_module(layer).register_forward_pre_hook(feed, with_kwargs=True)
+    for m in skipped:
+        m.forward = _pass_hidden
+    try:
+        yield
+    finally:
+        hook.remove()
+        for m in skipped:
+            m.__dict__.pop("forward", None)
+
+
 @dataclass(frozen=True)
 class Trainable:
     """The tensors being trained. The optimiser updates `masters`: float32 leaves — the live parameter

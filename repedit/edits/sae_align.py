@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -49,7 +50,7 @@ from ..models.presets import resolve_config
 from ..sites import Site
 from ..suites import Fact, load_text
 from ..suites.references import frames as kind_frames
-from ..training import residual_after, training_only
+from ..training import last_token_logits, residual_after, start_at, training_only
 from .base import Edit, config_record
 from .lowrank import TrainableLowRank, sink_keys_basis
 
@@ -151,7 +152,7 @@ def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token log-probs [n, vocab] at each row's last real token."""
-    return torch.log_softmax(select_positions(handle.forward(**batch), batch["attention_mask"], -1).float(), -1)
+    return torch.log_softmax(last_token_logits(handle, batch["input_ids"], batch["attention_mask"]).float(), -1)
 
 
 def _kl(logp0: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
@@ -229,22 +230,33 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
             ref["lm"] = [torch.log_softmax(h.forward(**b).float(), -1).half() for b in pool]   # fp16 keeps it small
         got = capture(h, [f.format(name) for f in cfg.frames], [Site(l, "mlp_hidden") for l in cfg.layers])
         keys = {s.layer: got[s].float().mean(0) for s in got.acts}    # the target's mean MLP key (V's init)
+        # nothing below the first edited layer trains: its input is computed once per batch and reused
+        first = cfg.layers[0] if not h.is_toy else 0
+        entry = {key: residual_after(h, b["input_ids"], b["attention_mask"], first - 1)
+                 for key, b in [*batches.items(), *((i, b) for i, b in enumerate(pool))]} if first else {}
+
+    def frm(key):
+        return start_at(h, first, entry[key]) if first else nullcontext()
 
     def objective(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        f = _codes(h, sae, site, batches["target"])
+        with frm("target"):
+            f = _codes(h, sae, site, batches["target"])
         parts = {"sae": (((f - mu_u) ** 2).sum(-1) / scale).mean(),
                  "push": (((f - mu_k) ** 2).sum(-1) / scale).clamp(max=cfg.margin).mean()}
         loss = parts["sae"] - cfg.beta * parts["push"]
         if "retain" in batches:
-            got = _codes(h, sae, site, batches["retain"])
+            with frm("retain"):
+                got = _codes(h, sae, site, batches["retain"])
             parts["retain"] = (((got - ref["retain"]) ** 2).sum(-1) / ref["retain_scale"]).mean()
             loss = loss + cfg.retain_weight * parts["retain"]
         if "facts" in batches:
-            parts["facts_kl"] = _kl(ref["facts"], _last_logp(h, batches["facts"])).mean()
+            with frm("facts"):
+                parts["facts_kl"] = _kl(ref["facts"], _last_logp(h, batches["facts"])).mean()
             loss = loss + cfg.fact_weight * parts["facts_kl"]
         if pool:
             b = pool[step % len(pool)]
-            logp = torch.log_softmax(h.forward(**b).float(), -1)
+            with frm(step % len(pool)):
+                logp = torch.log_softmax(h.forward(**b).float(), -1)
             parts["lm_kl"] = _kl(ref["lm"][step % len(pool)].float(), logp)[b["attention_mask"].bool()].mean()
             loss = loss + cfg.lm_weight * parts["lm_kl"]
         return loss, parts

@@ -1,0 +1,63 @@
+"""The fast measurement paths compute what the plain ones compute: shared-prefix scoring equals a plain
+padded forward, early-stopping greedy decoding keeps every verdict of full-length generation, and a
+forward started at a cached layer equals the full forward."""
+
+import torch
+
+from repedit.capture import select_positions
+from repedit.generation import batch_order, shared_prefix
+from repedit.models.handle import pad_rows
+from repedit.suites import load_suite
+from repedit.text import answer_ids, continuation_logprobs, prompt_ids, span_logprobs
+from repedit.training import last_token_logits, residual_after, start_at
+from repedit.verify.recall import _mentions, greedy
+
+
+def _rows(handle, n=4):
+    facts = load_suite("capitals")[:n]
+    prompts, conts, answers = [], [], []
+    for form in ("qa", "blank", "adversarial"):
+        for f in facts:
+            spec = f.forms[form]
+            prompts.append(prompt_ids(handle, spec["prompt"], spec["chat"]))
+            conts.append(answer_ids(handle, f.answer, spec["chat"]))
+            answers.append(f.answers)
+    return prompts, conts, answers
+
+
+def test_shared_prefix_scoring_equals_a_plain_padded_forward(smol):
+    prompts, conts, _ = _rows(smol)
+    assert any(shared_prefix([prompts[j] + conts[j] for j in idx]) for idx in batch_order(prompts, 8))
+    fast = continuation_logprobs(smol, prompts, conts, batch_size=8)
+    batch = pad_rows([p + c for p, c in zip(prompts, conts)], smol.pad_id, device=smol.input_device)
+    plain = span_logprobs(smol.logits(batch["input_ids"], batch["attention_mask"]), prompts, conts)
+    assert torch.allclose(torch.tensor(fast), plain, atol=1e-4), (torch.tensor(fast) - plain).abs().max()
+
+
+def test_early_stopping_greedy_keeps_every_verdict_of_full_generation(smol):
+    prompts, _, answers = _rows(smol)
+    fast = greedy(smol, prompts, 16, batch_size=8, answers=answers)
+    full = []
+    for p in prompts:                                       # one row at a time: HF generate, no padding
+        ids = torch.tensor([p], device=smol.input_device)
+        g = smol.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+                                do_sample=False, pad_token_id=smol.pad_id)
+        full.append(smol.tokenizer.decode(g[0, len(p):], skip_special_tokens=True))
+    verdicts = [(_mentions(a, ans), _mentions(b, ans)) for a, b, ans in zip(fast, full, answers)]
+    assert all(x == y for x, y in verdicts), verdicts
+    assert any(x for x, _ in verdicts) and not all(x for x, _ in verdicts)     # both kinds of row occur
+    for text, ref, ans in zip(fast, full, answers):
+        assert ref.startswith(text) and (text == ref or _mentions(text, ans))   # cut only once answered
+
+
+def test_a_forward_started_at_a_cached_layer_equals_the_full_forward(smol):
+    batch = smol.encode(["The capital of France is", "Tokyo is the capital of"])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    full = smol.logits(ids, mask)
+    hidden = residual_after(smol, ids, mask, 4).detach()
+    with torch.no_grad(), start_at(smol, 5, hidden):
+        started = smol.logits(ids, mask)
+    assert torch.equal(full, started)
+    assert "forward" not in vars(smol.layer_module(0))            # the skipped blocks are whole again
+    last = last_token_logits(smol, ids, mask)
+    assert torch.allclose(last, select_positions(full, mask, -1), atol=1e-5)
