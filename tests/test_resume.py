@@ -168,3 +168,25 @@ def test_targets_round_trip_through_json(tmp_path):
                      "unknown_refs"):
             assert getattr(r, name) == getattr(live, name), name
         assert r.knownness is None and r.to_dict() == live.to_dict()       # the probe is refitted, not saved
+
+
+def test_a_compare_run_keeps_its_recipe_from_the_start(tmp_path):
+    """`repedit compare` builds its recipe from options: the run directory holds it before any work, so a
+    killed compare resumes with `repedit run --resume DIR`."""
+    from repedit.recipes.run_state import recipe_of
+
+    out = tmp_path / "cmp"
+    proc = subprocess.Popen([sys.executable, "-m", "repedit.cli", "compare", "--forget", "France", "--methods",
+                             "leace", "--quick", "--relearn-steps", "0", "--trace-prompts", "0", "--out", str(out)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (out / "state" / "run.json").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "state" / "run.json").exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    recipe = recipe_of(out)
+    assert recipe.name == "compare" and [e.method for e in recipe.edits] == ["leace"]
+    assert (out / "recipe.toml").read_text().startswith("[run]")

@@ -123,8 +123,10 @@ def register(app: typer.Typer) -> None:
                                                       help="schemes of the quantisation attack"),
                     force: bool = typer.Option(False, help="replace an existing run directory")):
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
+        import tempfile
+
         from ..recipes.runner import run_recipe
-        from ..recipes.schema import parse_recipe
+        from ..recipes.schema import load_recipe, parse_recipe
 
         subjects = [s.strip() for s in forget.split(",") if s.strip()]
         names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -143,8 +145,11 @@ def register(app: typer.Typer) -> None:
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,
                               dtype=dtype, suite=suite, lm_eval_tasks=tasks, lm_eval_include=include,
                               lm_eval_limit=lm_eval_limit, benchmark=bench, recovery=chosen)
-        recipe = parse_recipe(text, "<compare>")
         run_dir = out or Path("runs") / "compare"
+        parse_recipe(text, "<compare>")                   # validate before writing anything
+        source = Path(tempfile.mkdtemp(prefix="repedit-compare-")) / "compare.toml"
+        source.write_text(text)
+        recipe = load_recipe(source)                      # copied into the run at its start: --resume finds it
         command = (f"repedit compare --suite {suite} --forget {','.join(subjects)} --methods {','.join(names)} "
                    f"--relearn-steps "
                    f"{relearn_steps} --trace-prompts {trace_prompts}" + (f" --sae {sae}" if sae else "")
@@ -157,6 +162,5 @@ def register(app: typer.Typer) -> None:
                    + (f" --quant-schemes {quant_schemes}" if "quantisation" in chosen else "")
                    + f"   # or: repedit run {run_dir}/recipe.toml")
         result = run_recipe(recipe, run_dir, force=force, echo=console.print, command=command)
-        (result.dir / "recipe.toml").write_text(text)
         print_comparison(result.report)
         console.print(f"report: {result.dir / 'report.html'}; rerun: repedit run {result.dir / 'recipe.toml'} --force")
