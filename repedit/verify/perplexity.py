@@ -29,10 +29,12 @@ def batch_nll(handle, rows: list[list[int]]) -> tuple[float, int]:
     batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     logits = handle.logits(ids, mask)                                        # [batch, seq, vocab]
-    valid = mask[:, 1:].bool()
-    logits, targets = logits[:, :-1][valid], ids[:, 1:][valid.to(ids.device)]
-    nll = torch.nn.functional.cross_entropy(logits.float(), targets.to(logits.device), reduction="sum")
-    return float(nll), int(valid.sum())
+    # the label of position t is token t+1; the last position and padding score nothing (-100). Flattening the
+    # whole logits is a view: the only full-size temporary is cross_entropy's own log-softmax
+    targets = torch.cat([ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100), ids.new_full((len(rows), 1), -100)], 1)
+    nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten().to(logits.device),
+                                            ignore_index=-100, reduction="sum")
+    return float(nll), int(mask[:, 1:].sum())
 
 
 def perplexity(handle, texts: Sequence[str], *, max_length: int = 256, batch_size: int = 8,
