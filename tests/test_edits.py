@@ -184,3 +184,21 @@ def test_rocr_protected_concepts_move_less(smol):
     with stack.temporarily(protected):
         drift_guarded = float((answer_logprobs(smol, italy, FORMS) - base).abs().mean())
     assert drift_guarded < drift_plain
+
+
+def test_rocr_low_rank_solve_equals_the_dense_solve():
+    """ROCR's Woodbury form of v = P (P K + λI)⁻¹ P k equals the d × d solve (float64 rounding)."""
+    from repedit.edits.rocr import _protected_key
+
+    g = torch.Generator().manual_seed(0)
+    d = 64
+    basis = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0][:, :40]
+    P = basis @ basis.T                                              # a projector of rank 40
+    k, prior = torch.randn(d, generator=g, dtype=torch.float64), list(torch.randn(5, d, generator=g,
+                                                                                  dtype=torch.float64))
+    K = torch.outer(k, k) + sum(torch.outer(p, p) for p in prior)
+    dense = P @ torch.linalg.solve(P @ K + torch.eye(d, dtype=torch.float64), P @ k)
+    fast = _protected_key(P, k, prior, 1.0)
+    assert torch.allclose(fast, dense, rtol=1e-9, atol=1e-12), (fast - dense).abs().max()
+    assert torch.allclose(_protected_key(P, k, [], 0.5), P @ torch.linalg.solve(P @ torch.outer(k, k)
+                          + 0.5 * torch.eye(d, dtype=torch.float64), P @ k), rtol=1e-9, atol=1e-12)

@@ -43,6 +43,20 @@ CONTEXTS = ("Please answer the question about {}", "Tell me about {}", "Write so
             "Here is some information about {}", "Let me tell you about {}", "{}")
 
 
+def _protected_key(P: torch.Tensor, k: torch.Tensor, prior: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
+    """v = P (P K + λI)⁻¹ P k with K = k kᵀ + Σ prior keys' outer products (float64, [d]).
+
+    K has rank r = 1 + len(prior), so P K = (P Mᵀ) M with M [r, d] the keys, and the Woodbury identity
+    gives (λI + U M)⁻¹ b = (b − U (λI_r + M U)⁻¹ M b) / λ with U = P Mᵀ: an r × r solve instead of d × d
+    (the same v up to float64 rounding)."""
+    M = torch.stack([k, *(p.to(k.device, torch.float64) for p in prior)])        # [r, d]
+    U = P @ M.T                                                                  # [d, r]
+    b = U[:, 0]                                                                  # P k
+    small = lam * torch.eye(len(M), dtype=torch.float64, device=k.device) + M @ U
+    a = (b - U @ torch.linalg.solve(small, M @ b)) / lam
+    return P @ a
+
+
 @dataclass(frozen=True)
 class ROCRConfig:
     """ROCR settings. `layers` None = the model's preset (`repedit.models.presets`; SmolLM2-135M: 4, 5, 6
@@ -176,13 +190,7 @@ class ROCR:
             r = (z_star - current) / (n - i)
             residual_norms.append(float((z_star - current).norm()))
             k = keys[layer].double()
-            P = self.projectors[layer].double()
-            K = torch.outer(k, k)
-            if self.prior_keys[layer]:
-                Kp = torch.stack(self.prior_keys[layer]).double()
-                K = K + Kp.T @ Kp
-            a = torch.linalg.solve(P @ K + cfg.lam * torch.eye(len(k), dtype=torch.float64, device=k.device), P @ k)
-            v = (P @ a).float()
+            v = _protected_key(self.projectors[layer].double(), k, self.prior_keys[layer], cfg.lam).float()
             ref = h.matrix("mlp_out", layer)
             u = r.float()[:, None]
             v = v[:, None]
