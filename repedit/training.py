@@ -4,7 +4,7 @@ and puts every weight back bit for bit afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -12,6 +12,7 @@ import torch
 
 from .errors import InputError
 from .models.handle import pad_rows
+from .spill import Spilled, saved_copy
 from .suites import Fact
 from .text import answer_ids, prompt_ids, span_logprobs
 
@@ -140,7 +141,7 @@ class Trainable:
     precision's spacing (Adam at lr 1e-5 on a bf16 weight) so accumulate instead of rounding away."""
 
     params: dict[str, torch.nn.Parameter]      # the live tensors the model computes with
-    originals: dict[str, torch.Tensor]         # their values on entry (the live dtype)
+    originals: Mapping[str, torch.Tensor]      # their values on entry (the live dtype; maybe on disk: `spill`)
     masters: dict[str, torch.Tensor]           # float32 leaves the optimiser updates
 
     def optimizer(self, lr: float) -> torch.optim.Optimizer:
@@ -188,7 +189,7 @@ def training_only(handle, names: Sequence[str] = ()) -> Iterator[Trainable]:
     if unknown:
         raise InputError(f"no parameters {unknown[:3]} in {handle.id}")
     flags = {n: p.requires_grad for n, p in params.items()}
-    saved = {n: params[n].detach().clone() for n in names}
+    saved = saved_copy({n: params[n] for n in names})     # a whole-model save goes to a temporary file
     grads = {n: params[n].grad for n in names}
     masters = {n: params[n] if _full_precision(params[n]) else params[n].detach().float().requires_grad_(True)
                for n in names}
@@ -213,5 +214,7 @@ def training_only(handle, names: Sequence[str] = ()) -> Iterator[Trainable]:
             for n, v in saved.items():
                 params[n].copy_(v)
                 params[n].grad = grads[n]
+        if isinstance(saved, Spilled):
+            saved.close()
         for n, p in params.items():
             p.requires_grad_(flags[n])
