@@ -53,10 +53,11 @@ class Prefilled:
     last: torch.Tensor
 
 
-def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """Tokens every row starts with, leaving each row at least one token of its own."""
+def shared_prefix(rows: Sequence[Sequence[int]], keep: int = 1) -> int:
+    """Tokens every row starts with, leaving each row at least `keep` tokens of its own (the positions
+    whose logits are wanted)."""
     n = len(os.path.commonprefix([list(r) for r in rows]))
-    n = min(n, min(len(r) for r in rows) - 1)
+    n = min(n, min(len(r) for r in rows) - keep)
     return n if n >= MIN_SHARED and len(rows) > 1 else 0
 
 
@@ -67,7 +68,7 @@ def prefill(handle, rows: Sequence[Sequence[int]], keep: int = 1) -> Prefilled:
 
     model, dev = handle.model, handle.input_device
     cache = DynamicCache(config=model.config)
-    n = shared_prefix(rows)
+    n = shared_prefix(rows, keep)
     if n:
         model(input_ids=torch.tensor([list(rows[0][:n])], device=dev), past_key_values=cache, use_cache=True,
               logits_to_keep=1)

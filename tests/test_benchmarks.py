@@ -122,7 +122,7 @@ def test_tofu_metrics_follow_the_source(smol):
     p_para = normalised_probs(smol, [it["question"]], [it["paraphrased_answer"]])[0]
     p_pert = normalised_probs(smol, [it["question"]] * 3, it["perturbed_answer"])
     expect = math.exp(np.log(p_pert).mean()) / p_para
-    assert m["forget"]["truth_ratios"][0] == pytest.approx(expect, rel=1e-6)
+    assert m["forget"]["truth_ratios"][0] == pytest.approx(expect, rel=1e-4)   # batches differ: float32 noise
     r = np.array(m["forget"]["truth_ratios"])
     assert m["forget"]["truth_ratio"] == pytest.approx(np.minimum(r, 1 / r).mean())
     nine = [m[k][x] for k in ("retain", "real_authors", "world_facts") for x in ("probability", "rouge_l_recall",

@@ -61,3 +61,16 @@ def test_a_forward_started_at_a_cached_layer_equals_the_full_forward(smol):
     assert "forward" not in vars(smol.layer_module(0))            # the skipped blocks are whole again
     last = last_token_logits(smol, ids, mask)
     assert torch.allclose(last, select_positions(full, mask, -1), atol=1e-5)
+
+
+def test_scoring_rows_that_share_part_of_their_answers(smol):
+    """Identical prompts whose long continuations share their first tokens: the shared prefix stops before
+    every scored position (a TOFU-style paraphrase set)."""
+    p = prompt_ids(smol, "Tell me about the author.", True)
+    conts = [answer_ids(smol, a, True) for a in ("The author was born in Paris in 1950 and wrote novels.",
+                                                 "The author was born in Paris in 1950 and painted.",
+                                                 "The author was born in Rome.")]
+    fast = continuation_logprobs(smol, [p] * 3, conts, batch_size=3)
+    batch = pad_rows([p + c for c in conts], smol.pad_id, device=smol.input_device)
+    plain = span_logprobs(smol.logits(batch["input_ids"], batch["attention_mask"]), [p] * 3, conts)
+    assert torch.allclose(torch.tensor(fast), plain, atol=1e-4)

@@ -60,7 +60,7 @@ def test_trace_metrics(smol):
     assert moved["l2"] > 0 and moved["jaccard"] < 1.0
 
 
-@pytest.mark.slow      # integrated gradients over 30 layers × 3 forms (~3 min)
+@pytest.mark.slow      # integrated gradients over 30 layers × 3 forms (~20 s at 1 thread)
 def test_knowledge_neurons_suppression_beats_random_neurons(smol, france):
     target, related, unrelated = france
     kn = knowledge_neurons(smol, target[0], progress=False)
@@ -92,3 +92,37 @@ def test_locate_cli_writes_json_and_plot(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert json.loads(out.read_text())["candidates"] and Path(out.with_suffix(".png")).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("rows", [120, 8])      # 8: one layer per forward, so later groups start part-way up
+def test_integrated_gradients_last_token_path_equals_full_prompts(smol, monkeypatch, rows):
+    """The fast path (prompt cached once, the m copies of several layers run as the last token only, blocks
+    below a group skipped) gives the attributions of m full-prompt forwards per layer."""
+    from repedit.locate import knowledge_neurons as kn
+    from repedit.text import answer_ids, prompt_ids
+
+    fact = next(f for f in load_suite("capitals") if f.subject == "France")
+    spec = fact.forms["qa"]
+    prompt, target = prompt_ids(smol, spec["prompt"], spec["chat"]), answer_ids(smol, fact.answer, spec["chat"])[0]
+    monkeypatch.setattr(kn, "ROWS", rows)
+    fast = kn.integrated_gradients(smol, prompt, target, [3, 17, 29], steps=4)
+    monkeypatch.setattr("repedit.generation.keeps_tail_logits", lambda handle: False)
+    full = kn.integrated_gradients(smol, prompt, target, [3, 17, 29], steps=4)
+    scale = float(full.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_integrated_gradients_last_token_path_on_every_architecture(tiny_dirs, monkeypatch):
+    import repedit
+    from repedit.locate import knowledge_neurons as kn
+
+    monkeypatch.setattr(kn, "ROWS", 3)                 # steps=3: one layer per forward
+    for arch, path in tiny_dirs.items():
+        h = repedit.load(str(path))
+        prompt = h.encode(["The capital of France is"])["input_ids"][0].tolist()
+        fast = kn.integrated_gradients(h, prompt, 42, range(h.n_layers), steps=3)
+        with monkeypatch.context() as m:
+            m.setattr("repedit.generation.keeps_tail_logits", lambda handle: False)
+            full = kn.integrated_gradients(h, prompt, 42, range(h.n_layers), steps=3)
+        torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5 * float(full.abs().max()), msg=arch)

@@ -12,7 +12,7 @@ from repedit.verify.recall import answer_logprobs
 FORMS = ("blank", "qa", "paraphrase", "adversarial")
 
 
-@pytest.mark.slow      # two trained tasks (~2 min); the contract and writers tests cover MRP by default
+@pytest.mark.slow      # two trained tasks (~30 s at 1 thread); the contract and writers tests cover MRP by default
 def test_mrp_tasks_forget_more_than_they_retain(smol):
     caps = {f.subject: f for f in load_suite("capitals")}
     forget = [caps[s] for s in ("France", "Japan", "Egypt")]
@@ -86,3 +86,59 @@ def test_generalised_init_starts_harmless_where_the_difference_init_destroys(unt
     assert ce_gen < base + 0.5 < ce_diff, (base, ce_gen, ce_diff)
     with pytest.raises(ConfigError, match="init"):
         MRPConfig(init="random")
+
+
+def _scores_and_grad(handle, score_fn, sites):
+    """Answer log-probs [rows] and their summed gradient with respect to 2 fixed directions, projected at `sites`."""
+    from repedit.backends.torch_hooks import installed
+    from repedit.edits.mrp import _project
+    from repedit.training import training_only
+
+    W = torch.nn.Parameter(torch.linspace(-1, 1, 2 * handle.d_model).view(2, handle.d_model).sin())
+    with training_only(handle):
+        q = torch.linalg.qr(W.T)[0]
+        with installed(handle, sites(lambda x: _project(x, q))):
+            lp = score_fn()
+        (g,) = torch.autograd.grad(lp.sum(), W)
+    return lp.detach(), g
+
+
+@pytest.mark.parametrize("max_tokens", [256, 40])      # 40: several packed sequences, prefixes repeated
+def test_packed_answer_scores_equal_padded_fact_batches(untied, max_tokens):
+    """MRP trains on `_PackedFacts` (every form in one forward, each form's shared prefix once, no padding, the
+    answer positions alone unembedded); its answer log-probs and their gradient with respect to the directions
+    equal the right-padded per-form `fact_batch` forwards."""
+    from repedit.edits.mrp import _PackedFacts
+    from repedit.training import fact_batch
+
+    caps = {f.subject: f for f in load_suite("capitals")}
+    facts = [caps[s] for s in ("France", "Japan", "Germany", "Italy", "Peru")]
+    forms = ("blank", "qa", "adversarial")
+    mrp = MRP(untied, MRPConfig(forms=forms))
+    batches = [fact_batch(untied, facts, form) for form in forms]
+    packed = _PackedFacts.of(untied, batches, max_tokens)
+    assert (len(packed.input_ids) > 1) == (max_tokens < 256)
+    fast, g_fast = _scores_and_grad(untied, lambda: packed.answer_logprobs(untied), mrp.sites)
+    ref, g_ref = _scores_and_grad(untied, lambda: torch.cat([b.answer_logprobs(untied) for b in batches]), mrp.sites)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4 * float(g_ref.abs().max()))
+
+
+def test_packed_answer_scores_on_every_architecture(tiny_dirs, monkeypatch):
+    import repedit
+    from repedit.edits import mrp as mrp_module
+
+    caps = {f.subject: f for f in load_suite("capitals")}
+    forget, retain = [caps["France"], caps["Japan"]], [caps["Germany"], caps["Italy"], caps["Peru"]]
+    forms = ("blank", "qa", "adversarial")
+    for arch, path in tiny_dirs.items():
+        h = repedit.load(str(path))
+        assert mrp_module._packs(h), arch
+        sites = MRP(h, MRPConfig(layer=1)).sites
+        fast = _scores_and_grad(h, lambda h=h: torch.cat(mrp_module._answer_scorer(h, forget, retain, forms)()), sites)
+        with monkeypatch.context() as m:
+            m.setattr(mrp_module, "_packs", lambda handle: False)
+            ref = _scores_and_grad(h, lambda h=h: torch.cat(mrp_module._answer_scorer(h, forget, retain, forms)()),
+                                   sites)
+        torch.testing.assert_close(fast[0], ref[0], rtol=1e-4, atol=1e-4, msg=arch)
+        torch.testing.assert_close(fast[1], ref[1], rtol=1e-3, atol=1e-4 * float(ref[1].abs().max()), msg=arch)
