@@ -184,7 +184,8 @@ def recall_probability(handle, facts: Sequence[Fact], forms: Sequence[str] = FOR
     """`recall(...).mean_probability` without the greedy generations (a cheap monitor for training loops)."""
     _check(facts, forms)
     probs = _probabilities(handle, [(facts, forms)], batch_size)[0]
-    return sum(probs[(0, form, k)] for form in forms for k in range(len(facts))) / (len(forms) * len(facts))
+    per_form = [sum(probs[(0, form, k)] for k in range(len(facts))) / len(facts) for form in forms]
+    return sum(per_form) / len(forms)  # the same order of sums as RecallResult.mean_probability
 
 
 def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blank", "paraphrase", "adversarial"),
