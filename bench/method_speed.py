@@ -18,38 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-FORGET = ["France", "Japan", "Germany", "Italy"]
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))   # bench_common, shared with speed_worker
+
+from bench_common import setup, timed  # noqa: E402
+
 FORMS = ("blank", "qa", "paraphrase", "adversarial")
-
-
-def _timed(fn):
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, round(time.process_time() - c, 2), round(time.perf_counter() - t, 2)
-
-
-def _setup(method: str):
-    from repedit import load
-    from repedit.recipes.compare import compare_recipe
-    from repedit.recipes.measure import resolve
-    from repedit.recipes.methods import METHODS
-    from repedit.recipes.schema import load_recipe
-
-    toml = compare_recipe(FORGET, [method], name="speed", relearn_steps=0, trace_prompts=0, sae=None, quick=False,
-                          seed=0)
-    path = Path(tempfile.mkdtemp()) / "speed.toml"
-    path.write_text(toml)
-    recipe = load_recipe(path)
-    handle = load("smollm2-135m")
-    if METHODS[method].needs_untied:
-        from repedit.edits.fold import untie_embeddings
-
-        untie_embeddings(handle)
-    return handle, recipe, resolve(handle, recipe)
 
 
 def _logprobs(handle, facts) -> list[float]:
@@ -65,17 +40,17 @@ def bench_mrp() -> dict:
     from repedit.models.presets import resolve_config
     from repedit.recipes.methods import METHODS, Context, method_config
 
-    handle, recipe, res = _setup("mrp")
+    handle, recipe, res = setup("mrp")
     ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts, recipe.attacks.sae,
                   False, monitor=None, references=())
     cfg = resolve_config(method_config("mrp", recipe.edits[0].config), handle)
     before = {"forget": _logprobs(handle, res.forget), "retain": _logprobs(handle, res.retain)}
     torch.manual_seed(0)
-    built, cpu, wall = _timed(lambda: METHODS["mrp"].build(ctx, cfg))
+    built, wall, cpu = timed(lambda: METHODS["mrp"].build(ctx, cfg))
     with applied(handle, built[0]):
         after = {"forget": _logprobs(handle, res.forget), "retain": _logprobs(handle, res.retain)}
     mean = lambda xs: round(sum(xs) / len(xs), 5)  # noqa: E731
-    return {"cpu_s": cpu, "wall_s": wall, "forget": [f.subject for f in res.forget],
+    return {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "forget": [f.subject for f in res.forget],
             "retain": [f.subject for f in res.retain], "before": before, "after": after,
             "mean_before": {k: mean(v) for k, v in before.items()},
             "mean_after": {k: mean(v) for k, v in after.items()}}
@@ -90,8 +65,8 @@ def bench_kn(subjects: list[str]) -> dict:
     caps = {f.subject: f for f in load_suite("capitals")}
     out = {}
     for s in subjects:
-        kn, cpu, wall = _timed(lambda s=s: knowledge_neurons(handle, caps[s], progress=False))
-        out[s] = {"cpu_s": cpu, "wall_s": wall, "neurons": [list(n) for n in kn.neurons],
+        kn, wall, cpu = timed(lambda s=s: knowledge_neurons(handle, caps[s], progress=False))
+        out[s] = {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "neurons": [list(n) for n in kn.neurons],
                   "threshold_share": round(kn.threshold_share, 4),
                   "layer_max_attr": [round(x, 6) for x in kn.layer_max_attr],
                   "per_prompt": [[list(n) for n in p] for p in kn.per_prompt]}

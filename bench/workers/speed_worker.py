@@ -6,8 +6,6 @@ Writes {"seconds", "cpu_seconds", "numbers"} to OUT.
 
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
@@ -16,33 +14,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(sys.argv[4]))
 
-from repedit import load  # noqa: E402
-from repedit.recipes.compare import compare_recipe  # noqa: E402
-from repedit.recipes.measure import measure_facts, resolve  # noqa: E402
+# bench_common is this script's neighbour (its folder is on sys.path, after the tree), not the tree's
+from bench_common import setup as _setup  # noqa: E402
+from bench_common import timed as _timed  # noqa: E402
+
+from repedit.recipes.measure import measure_facts  # noqa: E402
 from repedit.recipes.methods import METHODS, Context, method_config  # noqa: E402
-from repedit.recipes.schema import load_recipe  # noqa: E402
-
-FORGET = ["France", "Japan", "Germany", "Italy"]
-
-
-def _setup(method: str = "rocr"):
-    toml = compare_recipe(FORGET, [method], name="speed", relearn_steps=0, trace_prompts=0, sae=None, quick=False,
-                          seed=0)
-    path = Path(tempfile.mkdtemp()) / "speed.toml"
-    path.write_text(toml)
-    recipe = load_recipe(path)
-    handle = load("smollm2-135m")
-    if METHODS[method].needs_untied:
-        from repedit.edits.fold import untie_embeddings
-
-        untie_embeddings(handle)
-    return handle, recipe, resolve(handle, recipe)
-
-
-def _timed(fn):
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - t, time.process_time() - c
 
 
 def _build(method: str, forget_n: int | None = None):

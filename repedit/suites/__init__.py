@@ -50,7 +50,7 @@ def available_suites() -> list[str]:
 def load_suite(name_or_path: str, limit: int | None = None, templates: dict | None = None) -> list[Fact]:
     """Facts of a suite: a built-in name (probes/facts/<name>.jsonl) or a path to a JSONL or CSV file of
     full records (the built-in format) or minimal ones (subject, answer, prompt; the missing forms are
-    generated, see `repedit.suites.user`). `templates`: relation → {qa, blank, paraphrase, shot}."""
+    generated, see `repedit.suites.records`). `templates`: relation → {qa, blank, paraphrase, shot}."""
     from .user import is_path
 
     path = Path(name_or_path)
