@@ -10,8 +10,8 @@ only the order of the final float64 sums differs (~1e-16 relative):
   all_reduced (float64);
 - SAE activations (`collect_distributed`): groups of `saes.GROUP` chunks, ranks stop together once the
   groups up to the one-process cut-off are in; rows gathered on rank 0 in order;
-- recall (`recall_distributed`): the batches of `continuation_logprobs` and `greedy`
-  (`generation.batch_order`), values gathered to every rank, then `recall_sets` as in one process;
+- recall (`recall_distributed`): the batches of `continuation_logprobs` (`text.score_plan`) and the decode
+  groups of `greedy` (`recall.greedy_plan`), values gathered to every rank, then `recall_sets` as in one process;
 - perplexity (`perplexity_distributed`): batches of documents, (Σ NLL, token count) all_reduced.
 
 Backend: NCCL when CUDA is visible (rank on cuda:LOCAL_RANK; tensors reduced there), else gloo.
@@ -32,14 +32,13 @@ import torch.distributed as dist
 
 from .edits.key_stats import BATCH, key_fitters, store_key_moments
 from .errors import InputError
-from .generation import batch_order
 from .saes import GROUP, group_rows, text_chunks
 from .sites import Site
 from .stats import MomentFitter
 from .suites import FORMS, Fact
-from .text import continuation_logprobs
+from .text import continuation_logprobs, score_plan
 from .verify.perplexity import batch_nll, document_batches
-from .verify.recall import RecallResult, greedy, recall_sets
+from .verify.recall import RecallResult, greedy_group, greedy_plan, recall_sets
 
 
 # ---------------------------------------------------------------- the world
@@ -262,12 +261,11 @@ def collect_distributed(handle, layer: int, point: str, texts: list[str], n_toke
 
 
 # ---------------------------------------------------------------- recall
-def _by_batches(rows: Sequence[Sequence[int]], batch_size: int, run) -> tuple[list, tuple[int, int]]:
-    """`run(indices)` on this rank's batches of `generation.batch_order` (the one-process plan of
-    `continuation_logprobs` and `greedy`): the results of every row in the original order on every rank,
-    and (batches, rows) that were this rank's."""
-    done = [(idx, run(idx)) for idx in shard(batch_order(rows, batch_size))]
-    out: list = [None] * len(rows)
+def _by_units(units: list[list[int]], n_rows: int, run) -> tuple[list, tuple[int, int]]:
+    """`run(unit)` on this rank's units (index lists) of a one-process plan: the results of every row in the
+    original order on every rank, and (units, rows) that were this rank's."""
+    done = [(idx, run(idx)) for idx in shard(units)]
+    out: list = [None] * n_rows
     for part in gather_objects(done):
         for idx, vals in part:
             for j, v in zip(idx, vals):
@@ -277,20 +275,22 @@ def _by_batches(rows: Sequence[Sequence[int]], batch_size: int, run) -> tuple[li
 
 def recall_distributed(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_new_tokens: int = 24,
                        batch_size: int = 16) -> tuple[RecallResult, tuple[Shard, ...]]:
-    """`recall` over ranks: the same RecallResult on every rank (every batch computed as one process computes
-    it, results gathered), and each rank's batches and prompts (scored + generated)."""
+    """`recall` over ranks: the same RecallResult on every rank (every batch of `continuation_logprobs` and
+    every decode group of `greedy` computed as one process computes it, results gathered), and each rank's
+    units and prompts (scored + generated)."""
     counts = []
 
     def score(prompts, conts, size):
-        rows = [list(p) + list(c) for p, c in zip(prompts, conts)]
-        vals, n = _by_batches(rows, size, lambda idx: continuation_logprobs(
+        vals, n = _by_units(score_plan(prompts, conts, size), len(prompts), lambda idx: continuation_logprobs(
             handle, [prompts[j] for j in idx], [conts[j] for j in idx], size))
         counts.append(n)
         return vals
 
     def generate(prompts, max_new, size, answers):
-        texts, n = _by_batches(prompts, size, lambda idx: greedy(
-            handle, [prompts[j] for j in idx], max_new, size, answers=[answers[j] for j in idx]))
+        groups = greedy_plan(handle, prompts, size)
+        flat = {tuple(j for idx in g for j in idx): g for g in groups}
+        texts, n = _by_units(list(map(list, flat)), len(prompts),
+                             lambda idx: greedy_group(handle, prompts, flat[tuple(idx)], max_new, answers))
         counts.append(n)
         return texts
 

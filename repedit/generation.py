@@ -19,6 +19,9 @@ import torch
 from .models.handle import pad_rows
 
 MIN_SHARED = 4          #: a shared prefix shorter than this is not worth a separate cached forward
+CLUSTER = 2             #: rows are first grouped by this many leading tokens (a template's start)
+WASTE = 0.1             #: a batch closes before padding would add more than this share of its real tokens
+DECODE_ROWS = 64        #: greedy decoding runs up to this many rows (several prefill batches) as one batch
 
 
 def keeps_tail_logits(handle) -> bool:
@@ -35,11 +38,47 @@ def keeps_tail_logits(handle) -> bool:
     return memo
 
 
-def batch_order(rows: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Row indices in batches of `batch_size`, rows sorted by their tokens (rows sharing a prompt prefix —
-    a chat template, in-context shots — land in one batch; similar lengths follow)."""
-    order = sorted(range(len(rows)), key=lambda i: (list(rows[i]), i))
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+def batch_order(rows: Sequence[Sequence[int]], batch_size: int, keep: int | Sequence[int] = 1,
+                waste: float = WASTE) -> list[list[int]]:
+    """Row indices in batches of at most `batch_size`. Rows are sorted by their first `CLUSTER` tokens (rows
+    sharing a chat template or in-context shots meet), then by length; a batch closes early when adding the
+    next row would make its padded forward (shared prefix once, every suffix padded to the longest) more than
+    `waste` larger than its real tokens. `keep`: tokens of its own each row keeps beyond the shared prefix
+    (the positions whose logits are wanted; one int or one per row). Deterministic: a batch of the plan,
+    planned alone, is planned the same."""
+    keeps = [keep] * len(rows) if isinstance(keep, int) else list(keep)
+    order = sorted(range(len(rows)), key=lambda i: (list(rows[i][:CLUSTER]), len(rows[i]), list(rows[i]), i))
+    batches: list[list[int]] = []
+    for i in order:
+        cur = batches[-1] if batches else None
+        if cur is not None and len(cur) < batch_size:
+            padded, real = _tokens(rows, cur + [i], keeps)
+            if padded <= (1 + waste) * real:
+                cur.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
+def _tokens(rows, idx: list[int], keeps: list[int]) -> tuple[int, int]:
+    """(tokens a batch's forward computes: its shared prefix once plus every suffix padded to the longest,
+    tokens it needs: the shared prefix once plus every suffix)."""
+    batch = [rows[j] for j in idx]
+    n = shared_prefix(batch, max(keeps[j] for j in idx))
+    suffixes = [len(r) - n for r in batch]
+    return n + len(idx) * max(suffixes), n + sum(suffixes)
+
+
+def decode_groups(batches: list[list[int]], rows: int = DECODE_ROWS) -> list[list[list[int]]]:
+    """Consecutive prefill batches gathered into groups of at most `rows` rows (a whole batch never splits)
+    that `greedy_batches` decodes as one batch."""
+    groups: list[list[list[int]]] = []
+    for b in batches:
+        if groups and sum(map(len, groups[-1])) + len(b) <= rows:
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+    return groups
 
 
 @dataclass
@@ -89,16 +128,62 @@ def end_ids(handle) -> set[int]:
     return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
 
 
+def _merged(states: list[Prefilled]) -> Prefilled | None:
+    """Several prefilled batches as one: each cache and mask left-padded (masked) to the longest, rows
+    stacked. None when a cache holds anything but plain growing key/value layers (sliding windows)."""
+    from transformers.cache_utils import DynamicLayer
+
+    if len(states) == 1:
+        return states[0]
+    if any(type(layer) is not DynamicLayer for st in states for layer in st.cache.layers):
+        return None
+    width = max(st.mask.shape[1] for st in states)
+
+    def left_pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+        shape = list(t.shape)
+        shape[dim] = width - t.shape[dim]
+        return torch.cat([t.new_zeros(shape), t], dim)
+
+    cache = states[0].cache
+    for n, layer in enumerate(cache.layers):
+        parts = [st.cache.layers[n] for st in states]
+        layer.keys = torch.cat([left_pad(p.keys, 2) for p in parts])            # [rows, heads, width, head_dim]
+        layer.values = torch.cat([left_pad(p.values, 2) for p in parts])
+    return Prefilled(torch.cat([st.logits for st in states]), cache,
+                     torch.cat([left_pad(st.mask, 1) for st in states]), torch.cat([st.last for st in states]))
+
+
+@torch.no_grad()
+def greedy_batches(handle, batches: Sequence[Sequence[Sequence[int]]], max_new_tokens: int,
+                   done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+    """`greedy_rows` of several batches of rows (each prefilled on its own: its shared prefix once), decoded
+    together as one batch; the new tokens of every row, batches concatenated. `done` sees that flat row index."""
+    states = [prefill(handle, rows, keep=1) for rows in batches]
+    merged = _merged(states)
+    if merged is None:                                   # caches that cannot be stacked: decode batch by batch
+        out, start = [], 0
+        for rows, st in zip(batches, states):
+            out += _decode(handle, st, max_new_tokens, None if done is None else
+                           (lambda k, new, start=start: done(start + k, new)))
+            start += len(rows)
+        return out
+    return _decode(handle, merged, max_new_tokens, done)
+
+
 @torch.no_grad()
 def greedy_rows(handle, rows: Sequence[Sequence[int]], max_new_tokens: int,
                 done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
     """Greedy new tokens of each row (KV cache); a row leaves the batch and the cache when it emits an end
     token or `done(row, its new tokens)` says so."""
-    state = prefill(handle, rows, keep=1)
+    return _decode(handle, prefill(handle, rows, keep=1), max_new_tokens, done)
+
+
+def _decode(handle, state: Prefilled, max_new_tokens: int,
+            done: Callable[[int, list[int]], bool] | None) -> list[list[int]]:
     logits, cache, mask, last = state.logits, state.cache, state.mask, state.last
     ends = end_ids(handle)
-    new: list[list[int]] = [[] for _ in rows]
-    live = list(range(len(rows)))
+    new: list[list[int]] = [[] for _ in range(len(mask))]
+    live = list(range(len(mask)))
     for step in range(max_new_tokens):
         nxt = logits[:, -1].argmax(-1)                                       # [live]
         keep = []

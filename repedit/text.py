@@ -27,11 +27,11 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
                           batch_size: int = 16, writes: dict | None = None) -> list[float]:
     """Mean log-prob per token of each continuation after its prompt (token id lists).
 
-    Rows are batched by their tokens (`generation.batch_order`); on Hugging Face models a batch's shared
+    Rows are batched by their tokens (`score_plan`); on Hugging Face models a batch's shared
     prompt prefix runs once and only the last max(len(continuation)) + 1 positions are unembedded
     (`generation.prefill`). `writes` ({(layer, point): fn}) runs a plain padded forward with those
     activation rewrites (torch backend)."""
-    from .generation import batch_order, keeps_tail_logits, prefill
+    from .generation import keeps_tail_logits, prefill
 
     if len(prompts) != len(continuations):
         raise InputError("prompts and continuations must have the same length")
@@ -40,7 +40,7 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
     rows = [list(p) + list(c) for p, c in zip(prompts, continuations)]
     tail = not writes and keeps_tail_logits(handle)
     out = [0.0] * len(prompts)
-    for idx in batch_order(rows, batch_size):
+    for idx in score_plan(prompts, continuations, batch_size):
         ps, cs = [list(prompts[j]) for j in idx], [list(continuations[j]) for j in idx]
         if tail:
             keep = max(len(c) for c in cs) + 1
@@ -59,6 +59,16 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
         for j, v in zip(idx, vals.tolist()):
             out[j] = v
     return out
+
+
+def score_plan(prompts: Sequence[list[int]], continuations: Sequence[list[int]],
+               batch_size: int) -> list[list[int]]:
+    """`continuation_logprobs`' batches of row indices (`generation.batch_order`; each row keeps its
+    continuation and one more position out of the shared prefix)."""
+    from .generation import batch_order
+
+    return batch_order([list(p) + list(c) for p, c in zip(prompts, continuations)], batch_size,
+                       keep=[len(c) + 1 for c in continuations])
 
 
 def _tail_logprobs(logits: torch.Tensor, continuations: list[list[int]]) -> torch.Tensor:

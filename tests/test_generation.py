@@ -74,3 +74,25 @@ def test_scoring_rows_that_share_part_of_their_answers(smol):
     batch = pad_rows([p + c for c in conts], smol.pad_id, device=smol.input_device)
     plain = span_logprobs(smol.logits(batch["input_ids"], batch["attention_mask"]), [p] * 3, conts)
     assert torch.allclose(torch.tensor(fast), plain, atol=1e-4)
+
+
+def test_batch_plan_bounds_padding_and_replans_each_batch_the_same():
+    import random
+
+    from repedit.generation import WASTE, _tokens, decode_groups
+
+    rng = random.Random(0)
+    template = [1, 9, 9, 4, 5, 6, 7]                                # a chat template's shared start
+    rows = [template + [rng.randrange(10, 50) for _ in range(rng.randrange(1, 12))] for _ in range(30)]
+    rows += [[rng.randrange(10, 50) for _ in range(rng.randrange(2, 20))] for _ in range(30)]
+    keep = [rng.randrange(1, 3) for _ in rows]
+    plan = batch_order(rows, 8, keep)
+    assert sorted(j for idx in plan for j in idx) == list(range(len(rows)))
+    assert max(map(len, plan)) == 8 and len(plan) < len(rows)
+    for idx in plan:
+        padded, real = _tokens(rows, idx, keep)
+        assert len(idx) == 1 or padded <= (1 + WASTE) * real
+        assert batch_order([rows[j] for j in idx], 8, [keep[j] for j in idx]) == [list(range(len(idx)))]
+    groups = decode_groups(plan, 20)
+    assert [idx for g in groups for idx in g] == plan and all(sum(map(len, g)) <= 20 for g in groups)
+    assert any(shared_prefix([rows[j] for j in idx], 2) for idx in plan)          # template rows share it

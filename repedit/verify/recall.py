@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..errors import InputError
-from ..generation import batch_order, greedy_rows, keeps_tail_logits
+from ..generation import batch_order, decode_groups, greedy_batches, keeps_tail_logits
 from ..models.handle import pad_rows
 from ..suites import FORMS, Fact
 from ..text import answer_ids, continuation_logprobs, prompt_ids
@@ -27,7 +27,8 @@ from ..text import answer_ids, continuation_logprobs, prompt_ids
 @torch.no_grad()
 def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch_size: int = 16,
            answers: Sequence[Sequence[str]] | None = None) -> list[str]:
-    """Greedy continuations (decoded text) of token-id prompts, batched by shared prefix (`generation`).
+    """Greedy continuations (decoded text) of token-id prompts, batched by shared prefix (`generation`):
+    prefilled in batches of `batch_size`, decoded in groups of batches (`generation.decode_groups`).
 
     Rows leave their batch (and the KV cache) when they end, and — given `answers` (aliases per prompt)
     — as soon as their text mentions one of them: whether an answer is mentioned can only turn from no to
@@ -35,23 +36,35 @@ def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch
     of rows that named their answer end there."""
     if answers is not None and len(answers) != len(prompts):
         raise InputError("greedy(): give one answer list per prompt (or none)")
-    tok = handle.tokenizer
     texts: list[str] = [""] * len(prompts)
-    for idx in batch_order(prompts, batch_size):
-        rows = [list(prompts[j]) for j in idx]
-        if keeps_tail_logits(handle):
-            done = None if answers is None else (
-                lambda k, new, idx=idx: _mentions(tok.decode(new, skip_special_tokens=True), answers[idx[k]]))
-            outs = [tok.decode(n, skip_special_tokens=True) for n in greedy_rows(handle, rows, max_new_tokens, done)]
-        else:                                                     # models without the cache/tail forward API
-            batch = pad_rows(rows, handle.pad_id, side="left", device=handle.input_device)
-            width = batch["input_ids"].shape[1]
-            gen = handle.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=handle.pad_id)
-            outs = [tok.decode(g[width:], skip_special_tokens=True) for g in gen]
-        for j, text in zip(idx, outs):
+    for group in greedy_plan(handle, prompts, batch_size):
+        for j, text in zip([j for idx in group for j in idx],
+                           greedy_group(handle, prompts, group, max_new_tokens, answers)):
             texts[j] = text
     return texts
+
+
+def greedy_plan(handle, prompts: Sequence[list[int]], batch_size: int) -> list[list[list[int]]]:
+    """`greedy`'s plan: groups (decoded together) of batches (prefilled together) of prompt indices."""
+    batches = batch_order(prompts, batch_size)
+    return decode_groups(batches) if keeps_tail_logits(handle) else [[idx] for idx in batches]
+
+
+@torch.no_grad()
+def greedy_group(handle, prompts: Sequence[list[int]], group: list[list[int]], max_new_tokens: int,
+                 answers: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """The greedy texts of one group of `greedy_plan`, its batches' rows in order."""
+    tok = handle.tokenizer
+    flat = [j for idx in group for j in idx]
+    if keeps_tail_logits(handle):
+        done = None if answers is None else (
+            lambda k, new: _mentions(tok.decode(new, skip_special_tokens=True), answers[flat[k]]))
+        new = greedy_batches(handle, [[list(prompts[j]) for j in idx] for idx in group], max_new_tokens, done)
+        return [tok.decode(n, skip_special_tokens=True) for n in new]
+    batch = pad_rows([list(prompts[j]) for j in flat], handle.pad_id, side="left", device=handle.input_device)
+    width = batch["input_ids"].shape[1]                       # models without the cache/tail forward API
+    gen = handle.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=handle.pad_id)
+    return [tok.decode(g[width:], skip_special_tokens=True) for g in gen]
 
 
 def _mentions(text: str, answers: Sequence[str]) -> bool:
