@@ -286,13 +286,13 @@ def recall_distributed(handle, facts: Sequence[Fact], forms: Sequence[str] = FOR
         counts.append(n)
         return vals
 
-    def generate(prompts, max_new, size, answers):
-        groups = greedy_plan(handle, prompts, size)
+    def generate(prompts, answer_ids, max_new, size, answers):
+        groups = greedy_plan(handle, prompts, size, answer_ids)
         flat = {tuple(j for idx in g for j in idx): g for g in groups}
-        texts, n = _by_units(list(map(list, flat)), len(prompts),
-                             lambda idx: greedy_group(handle, prompts, flat[tuple(idx)], max_new, answers))
+        pairs, n = _by_units(list(map(list, flat)), len(prompts), lambda idx: list(zip(*greedy_group(
+            handle, prompts, flat[tuple(idx)], max_new, answers, answer_ids))))
         counts.append(n)
-        return texts
+        return [t for t, _ in pairs], [v for _, v in pairs]
 
     result = recall_sets(handle, [(facts, forms)], max_new_tokens=max_new_tokens, batch_size=batch_size,
                          score=score, generate=generate)[0]

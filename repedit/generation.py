@@ -18,10 +18,9 @@ import torch
 
 from .models.handle import pad_rows
 
-MIN_SHARED = 4          #: a shared prefix shorter than this is not worth a separate cached forward
+FORWARD_TOKENS = 32     #: a forward call costs about as much as this many more tokens (weights read per call)
 CLUSTER = 2             #: rows are first grouped by this many leading tokens (a template's start)
-WASTE = 0.1             #: a batch closes before padding would add more than this share of its real tokens
-DECODE_ROWS = 64        #: greedy decoding runs up to this many rows (several prefill batches) as one batch
+DECODE_ROWS = 128       #: greedy decoding runs up to this many rows (several prefill batches) as one batch
 
 
 def keeps_tail_logits(handle) -> bool:
@@ -38,35 +37,33 @@ def keeps_tail_logits(handle) -> bool:
     return memo
 
 
-def batch_order(rows: Sequence[Sequence[int]], batch_size: int, keep: int | Sequence[int] = 1,
-                waste: float = WASTE) -> list[list[int]]:
-    """Row indices in batches of at most `batch_size`. Rows are sorted by their first `CLUSTER` tokens (rows
-    sharing a chat template or in-context shots meet), then by length; a batch closes early when adding the
-    next row would make its padded forward (shared prefix once, every suffix padded to the longest) more than
-    `waste` larger than its real tokens. `keep`: tokens of its own each row keeps beyond the shared prefix
-    (the positions whose logits are wanted; one int or one per row). Deterministic: a batch of the plan,
-    planned alone, is planned the same."""
+def batch_order(rows: Sequence[Sequence[int]], batch_size: int, keep: int | Sequence[int] = 1) -> list[list[int]]:
+    """Row indices in batches of at most `batch_size`, planned on `forward_cost`. Rows are sorted by their
+    first `CLUSTER` tokens (rows sharing a chat template or in-context shots meet), then by length; the next
+    row joins the open batch unless that costs more than a forward of its own (its tokens + `FORWARD_TOKENS`).
+    `keep`: tokens of its own each row keeps out of the shared prefix (the positions whose logits are wanted;
+    one int or one per row). Deterministic: a batch of the plan, planned alone, is planned the same."""
     keeps = [keep] * len(rows) if isinstance(keep, int) else list(keep)
     order = sorted(range(len(rows)), key=lambda i: (list(rows[i][:CLUSTER]), len(rows[i]), list(rows[i]), i))
     batches: list[list[int]] = []
+    cost = 0
     for i in order:
-        cur = batches[-1] if batches else None
-        if cur is not None and len(cur) < batch_size:
-            padded, real = _tokens(rows, cur + [i], keeps)
-            if padded <= (1 + waste) * real:
-                cur.append(i)
+        if batches and len(batches[-1]) < batch_size:
+            grown = forward_cost([rows[j] for j in batches[-1] + [i]], max(keeps[j] for j in batches[-1] + [i]))
+            if grown - cost <= len(rows[i]) + FORWARD_TOKENS:
+                batches[-1].append(i)
+                cost = grown
                 continue
         batches.append([i])
+        cost = forward_cost([rows[i]], keeps[i])
     return batches
 
 
-def _tokens(rows, idx: list[int], keeps: list[int]) -> tuple[int, int]:
-    """(tokens a batch's forward computes: its shared prefix once plus every suffix padded to the longest,
-    tokens it needs: the shared prefix once plus every suffix)."""
-    batch = [rows[j] for j in idx]
-    n = shared_prefix(batch, max(keeps[j] for j in idx))
-    suffixes = [len(r) - n for r in batch]
-    return n + len(idx) * max(suffixes), n + sum(suffixes)
+def forward_cost(rows: Sequence[Sequence[int]], keep: int = 1) -> int:
+    """What `prefill` of these rows costs, in tokens: every forward call `FORWARD_TOKENS` (the weights are read
+    once per call), the shared prefix once, every suffix padded to the longest."""
+    n = shared_prefix(rows, keep)
+    return FORWARD_TOKENS * (2 if n else 1) + n + len(rows) * max(len(r) - n for r in rows)
 
 
 def decode_groups(batches: list[list[int]], rows: int = DECODE_ROWS) -> list[list[list[int]]]:
@@ -94,10 +91,11 @@ class Prefilled:
 
 def shared_prefix(rows: Sequence[Sequence[int]], keep: int = 1) -> int:
     """Tokens every row starts with, leaving each row at least `keep` tokens of its own (the positions
-    whose logits are wanted)."""
+    whose logits are wanted); 0 when running them once in a forward of their own saves less than that
+    forward costs (`FORWARD_TOKENS`)."""
     n = len(os.path.commonprefix([list(r) for r in rows]))
-    n = min(n, min(len(r) for r in rows) - keep)
-    return n if n >= MIN_SHARED and len(rows) > 1 else 0
+    n = max(0, min(n, min(len(r) for r in rows) - keep))
+    return n if n * (len(rows) - 1) > FORWARD_TOKENS else 0
 
 
 @torch.no_grad()
@@ -119,6 +117,46 @@ def prefill(handle, rows: Sequence[Sequence[int]], keep: int = 1) -> Prefilled:
     logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=pos, past_key_values=cache,
                    use_cache=True, logits_to_keep=keep).logits
     return Prefilled(logits, cache, mask, pos[:, -1])
+
+
+@torch.no_grad()
+def prefill_answers(handle, prompts: Sequence[Sequence[int]],
+                    answers: Sequence[Sequence[int]]) -> tuple[list[float], Prefilled | None]:
+    """One forward of each prompt followed by its answer: each answer's mean log-prob per token, and the
+    prompts as `prefill` leaves them (the cache cut back before the answers; None when the cache holds layers
+    that cannot be cut, e.g. sliding windows). Layout [shared prefix | padding | prompt suffix | answer |
+    padding]: every prompt ends in the same column, so cutting the last max(len(answer)) columns leaves
+    exactly the prompts."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if any(not a for a in answers):
+        from .errors import InputError
+
+        raise InputError("empty answer")
+    model, dev, width = handle.model, handle.input_device, max(len(a) for a in answers)
+    cache = DynamicCache(config=model.config)
+    n = shared_prefix([list(p) + list(a) for p, a in zip(prompts, answers)], width + 1)
+    if n:
+        model(input_ids=torch.tensor([list(prompts[0][:n])], device=dev), past_key_values=cache, use_cache=True,
+              logits_to_keep=1)
+        cache.batch_repeat_interleave(len(prompts))
+    lead = max(len(p) - n for p in prompts)
+    ids = [[handle.pad_id] * (lead - len(p) + n) + list(p[n:]) + list(a) + [handle.pad_id] * (width - len(a))
+           for p, a in zip(prompts, answers)]
+    own = torch.tensor([[0] * (lead - len(p) + n) + [1] * (len(p) - n + len(a)) + [0] * (width - len(a))
+                        for p, a in zip(prompts, answers)], device=dev)
+    pos = n + (own.cumsum(-1) - 1).clamp(min=0)                                # [rows, lead + width]
+    mask = torch.cat([own.new_ones(len(prompts), n), own], 1)
+    logits = model(input_ids=torch.tensor(ids, device=dev), attention_mask=mask, position_ids=pos,
+                   past_key_values=cache, use_cache=True, logits_to_keep=width + 1).logits   # [rows, width+1, vocab]
+    logp = torch.log_softmax(logits.float(), -1)
+    scores = [float(logp[j, torch.arange(len(a), device=logp.device), torch.tensor(list(a), device=logp.device)]
+                    .mean()) for j, a in enumerate(answers)]
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return scores, None
+    cache.crop(-width)
+    return scores, Prefilled(logits[:, :1], cache, mask[:, :-width], pos[:, lead - 1])
 
 
 def end_ids(handle) -> set[int]:
@@ -155,10 +193,23 @@ def _merged(states: list[Prefilled]) -> Prefilled | None:
 
 @torch.no_grad()
 def greedy_batches(handle, batches: Sequence[Sequence[Sequence[int]]], max_new_tokens: int,
-                   done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+                   done: Callable[[int, list[int]], bool] | None = None,
+                   answers: Sequence[Sequence[Sequence[int]]] | None = None) -> tuple[list[list[int]], list[float]]:
     """`greedy_rows` of several batches of rows (each prefilled on its own: its shared prefix once), decoded
-    together as one batch; the new tokens of every row, batches concatenated. `done` sees that flat row index."""
-    states = [prefill(handle, rows, keep=1) for rows in batches]
+    together as one batch: the new tokens of every row, batches concatenated (`done` sees that flat row
+    index). With `answers` (token ids per row, per batch) each batch's prefill also scores them
+    (`prefill_answers`): their mean log-prob per token, flat; [] without. `max_new_tokens=0` only scores."""
+    states, scores = [], []
+    for k, rows in enumerate(batches):
+        if answers is None:
+            states.append(prefill(handle, rows, keep=1) if max_new_tokens else None)
+            continue
+        vals, state = prefill_answers(handle, rows, answers[k])
+        scores += vals
+        if max_new_tokens:                               # (a cache that cannot be cut: the prompts again)
+            states.append(state if state is not None else prefill(handle, rows, keep=1))
+    if not max_new_tokens:
+        return [[] for rows in batches for _ in rows], scores
     merged = _merged(states)
     if merged is None:                                   # caches that cannot be stacked: decode batch by batch
         out, start = [], 0
@@ -166,8 +217,8 @@ def greedy_batches(handle, batches: Sequence[Sequence[Sequence[int]]], max_new_t
             out += _decode(handle, st, max_new_tokens, None if done is None else
                            (lambda k, new, start=start: done(start + k, new)))
             start += len(rows)
-        return out
-    return _decode(handle, merged, max_new_tokens, done)
+        return out, scores
+    return _decode(handle, merged, max_new_tokens, done), scores
 
 
 @torch.no_grad()

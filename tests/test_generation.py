@@ -76,10 +76,10 @@ def test_scoring_rows_that_share_part_of_their_answers(smol):
     assert torch.allclose(torch.tensor(fast), plain, atol=1e-4)
 
 
-def test_batch_plan_bounds_padding_and_replans_each_batch_the_same():
+def test_batch_plan_bounds_the_cost_and_replans_each_batch_the_same():
     import random
 
-    from repedit.generation import WASTE, _tokens, decode_groups
+    from repedit.generation import FORWARD_TOKENS, decode_groups, forward_cost
 
     rng = random.Random(0)
     template = [1, 9, 9, 4, 5, 6, 7]                                # a chat template's shared start
@@ -90,9 +90,23 @@ def test_batch_plan_bounds_padding_and_replans_each_batch_the_same():
     assert sorted(j for idx in plan for j in idx) == list(range(len(rows)))
     assert max(map(len, plan)) == 8 and len(plan) < len(rows)
     for idx in plan:
-        padded, real = _tokens(rows, idx, keep)
-        assert len(idx) == 1 or padded <= (1 + WASTE) * real
+        batch = [rows[j] for j in idx]                     # never dearer than a forward per row
+        assert forward_cost(batch, max(keep[j] for j in idx)) <= sum(len(r) + FORWARD_TOKENS for r in batch)
         assert batch_order([rows[j] for j in idx], 8, [keep[j] for j in idx]) == [list(range(len(idx)))]
     groups = decode_groups(plan, 20)
     assert [idx for g in groups for idx in g] == plan and all(sum(map(len, g)) <= 20 for g in groups)
     assert any(shared_prefix([rows[j] for j in idx], 2) for idx in plan)          # template rows share it
+
+
+def test_scoring_from_the_greedy_prefill_equals_scoring_and_generating_apart(smol):
+    """One forward of prompt + answer scores the answer and, cut back to the prompt, decodes as a prefill of
+    the prompt alone would (mixed answer lengths: the right padding is cut with the answers)."""
+    from repedit.verify.recall import greedy_scored
+
+    prompts, conts, answers = _rows(smol)
+    conts = [c + c[:j % 3] for j, c in enumerate(conts)]          # answers of 1 to 3 extra tokens
+    texts, scores = greedy_scored(smol, prompts, conts, 12, batch_size=8, answers=answers)
+    assert texts == greedy(smol, prompts, 12, batch_size=8, answers=answers)
+    apart = torch.tensor(continuation_logprobs(smol, prompts, conts, batch_size=8))
+    assert torch.allclose(torch.tensor(scores), apart, atol=1e-4), (torch.tensor(scores) - apart).abs().max()
+    assert greedy_scored(smol, prompts, conts, 0, batch_size=8) == ([""] * len(prompts), scores)

@@ -39,32 +39,60 @@ def greedy(handle, prompts: Sequence[list[int]], max_new_tokens: int = 24, batch
     texts: list[str] = [""] * len(prompts)
     for group in greedy_plan(handle, prompts, batch_size):
         for j, text in zip([j for idx in group for j in idx],
-                           greedy_group(handle, prompts, group, max_new_tokens, answers)):
+                           greedy_group(handle, prompts, group, max_new_tokens, answers)[0]):
             texts[j] = text
     return texts
 
 
-def greedy_plan(handle, prompts: Sequence[list[int]], batch_size: int) -> list[list[list[int]]]:
-    """`greedy`'s plan: groups (decoded together) of batches (prefilled together) of prompt indices."""
-    batches = batch_order(prompts, batch_size)
+def greedy_plan(handle, prompts: Sequence[list[int]], batch_size: int,
+                answer_ids: Sequence[list[int]] | None = None) -> list[list[list[int]]]:
+    """`greedy`'s plan: groups (decoded together) of batches (prefilled together) of prompt indices; with
+    `answer_ids`, batches of the prompts followed by their answers (`greedy_scored`)."""
+    if answer_ids is None:
+        batches = batch_order(prompts, batch_size)
+    else:
+        batches = batch_order([list(p) + list(a) for p, a in zip(prompts, answer_ids)], batch_size,
+                              keep=[len(a) + 1 for a in answer_ids])
     return decode_groups(batches) if keeps_tail_logits(handle) else [[idx] for idx in batches]
 
 
 @torch.no_grad()
 def greedy_group(handle, prompts: Sequence[list[int]], group: list[list[int]], max_new_tokens: int,
-                 answers: Sequence[Sequence[str]] | None = None) -> list[str]:
-    """The greedy texts of one group of `greedy_plan`, its batches' rows in order."""
+                 answers: Sequence[Sequence[str]] | None = None,
+                 answer_ids: Sequence[list[int]] | None = None) -> tuple[list[str], list[float]]:
+    """The greedy texts of one group of `greedy_plan`, its batches' rows in order, and (given `answer_ids`)
+    the mean log-prob per token of each row's answer after its prompt (else [])."""
     tok = handle.tokenizer
     flat = [j for idx in group for j in idx]
     if keeps_tail_logits(handle):
         done = None if answers is None else (
             lambda k, new: _mentions(tok.decode(new, skip_special_tokens=True), answers[flat[k]]))
-        new = greedy_batches(handle, [[list(prompts[j]) for j in idx] for idx in group], max_new_tokens, done)
-        return [tok.decode(n, skip_special_tokens=True) for n in new]
+        new, scores = greedy_batches(handle, [[list(prompts[j]) for j in idx] for idx in group], max_new_tokens,
+                                     done, None if answer_ids is None else
+                                     [[list(answer_ids[j]) for j in idx] for idx in group])
+        return [tok.decode(n, skip_special_tokens=True) for n in new], scores
+    scores = [] if answer_ids is None else continuation_logprobs(
+        handle, [prompts[j] for j in flat], [answer_ids[j] for j in flat], max(len(flat), 1))
+    if not max_new_tokens:
+        return [""] * len(flat), scores
     batch = pad_rows([list(prompts[j]) for j in flat], handle.pad_id, side="left", device=handle.input_device)
     width = batch["input_ids"].shape[1]                       # models without the cache/tail forward API
     gen = handle.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=handle.pad_id)
-    return [tok.decode(g[width:], skip_special_tokens=True) for g in gen]
+    return [tok.decode(g[width:], skip_special_tokens=True) for g in gen], scores
+
+
+def greedy_scored(handle, prompts: Sequence[list[int]], answer_ids: Sequence[list[int]], max_new_tokens: int = 24,
+                  batch_size: int = 16, answers: Sequence[Sequence[str]] | None = None
+                  ) -> tuple[list[str], list[float]]:
+    """`greedy` and `continuation_logprobs(prompts, answer_ids)` from one prefill per batch (each prompt is
+    run once, followed by its answer; the cache is cut back to the prompt for decoding): the texts and the
+    answers' mean log-prob per token. `max_new_tokens=0`: only the log-probs."""
+    texts, scores = [""] * len(prompts), [0.0] * len(prompts)
+    for group in greedy_plan(handle, prompts, batch_size, answer_ids):
+        outs, vals = greedy_group(handle, prompts, group, max_new_tokens, answers, answer_ids)
+        for j, text, v in zip([j for idx in group for j in idx], outs, vals):
+            texts[j], scores[j] = text, v
+    return texts, scores
 
 
 def _mentions(text: str, answers: Sequence[str]) -> bool:
@@ -115,8 +143,8 @@ def _check(facts: Sequence[Fact], forms: Sequence[str]) -> None:
 
 
 def _probability_rows(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]]]):
-    """Every (set, form, fact) as prompt + continuation rows (one per option for mc), and the free-text
-    prompts to continue greedily with their answers."""
+    """Every multiple-choice (set, "mc", fact) as prompt + option rows (one per option), and every free-text
+    (set, form, fact) as (key, prompt, answer ids, answer aliases)."""
     rows, owner, free = [], [], []
     for s, (facts, forms) in enumerate(sets):
         for form in forms:
@@ -124,47 +152,51 @@ def _probability_rows(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]
                 spec = f.forms[form]
                 chat = spec["chat"] and form != "mc"
                 p = prompt_ids(handle, spec["prompt"], chat)
-                for opt in (spec["options"] if form == "mc" else [f.answer]):
-                    rows.append((p, answer_ids(handle, opt, chat)))
-                    owner.append((s, form, k))
-                if form != "mc":
-                    free.append(((s, form, k), p, f.answers))
+                if form == "mc":
+                    for opt in spec["options"]:
+                        rows.append((p, answer_ids(handle, opt, chat)))
+                        owner.append((s, form, k))
+                else:
+                    free.append(((s, form, k), p, answer_ids(handle, f.answer, chat), f.answers))
     return rows, owner, free
 
 
-def _probabilities(handle, sets, batch_size: int, score=None) -> tuple[dict, dict, list]:
-    """{(set, form, fact): answer probability} and {(set, "mc", fact): argmax is right}, every form of
-    every set scored in one batched pass (`score(prompts, continuations, batch_size)`, default
-    `continuation_logprobs`), and the free-text prompts to generate from."""
+def _probabilities(handle, sets, batch_size: int, score=None, generate=None,
+                   max_new_tokens: int = 0) -> tuple[dict, dict, dict]:
+    """{(set, form, fact): answer probability}, {(set, "mc", fact): argmax is right} and {(set, form, fact):
+    greedy text} (free-text forms; "" when `max_new_tokens` is 0). Multiple-choice options are scored in one
+    batched pass (`score(prompts, continuations, batch_size)`, default `continuation_logprobs`); free-text
+    answers are scored by the prefill their greedy generation starts from (`generate(prompts, answer_ids,
+    max_new_tokens, batch_size, answers)` -> (texts, log-probs), default `greedy_scored`)."""
     rows, owner, free = _probability_rows(handle, sets)
     score = score or (lambda p, c, size: continuation_logprobs(handle, p, c, size))
-    lps = score([r[0] for r in rows], [r[1] for r in rows], batch_size)
+    generate = generate or (lambda p, a, n, size, answers: greedy_scored(handle, p, a, n, size, answers))
+    lps = score([r[0] for r in rows], [r[1] for r in rows], batch_size) if rows else []
+    outs, free_lps = generate([p for _, p, _, _ in free], [a for _, _, a, _ in free], max_new_tokens, batch_size,
+                              [a for *_, a in free]) if free else ([], [])
     grouped: dict[tuple, list[float]] = {}
     for key, lp in zip(owner, lps):
         grouped.setdefault(key, []).append(lp)
     probs, right = {}, {}
     for (s, form, k), vals in grouped.items():
-        if form == "mc":
-            gold = sets[s][0][k].forms["mc"]["answer_index"]
-            scores = torch.tensor(vals, device="cpu")
-            probs[(s, form, k)] = float(torch.softmax(scores, 0)[gold])
-            right[(s, form, k)] = int(scores.argmax()) == gold
-        else:
-            probs[(s, form, k)] = math.exp(vals[0])
-    return probs, right, free
+        gold = sets[s][0][k].forms["mc"]["answer_index"]
+        scores = torch.tensor(vals, device="cpu")
+        probs[(s, form, k)] = float(torch.softmax(scores, 0)[gold])
+        right[(s, form, k)] = int(scores.argmax()) == gold
+    for (key, *_), lp in zip(free, free_lps):
+        probs[key] = math.exp(lp)
+    return probs, right, {key: text for (key, *_), text in zip(free, outs)}
 
 
 def recall_sets(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]]], *, max_new_tokens: int = 24,
                 batch_size: int = 16, progress: bool = True, score=None, generate=None) -> list[RecallResult]:
-    """`recall` of several (facts, forms) sets at once: every prompt of every set and form is scored in one
-    batched pass and generated in one early-stopping greedy pass. One RecallResult per set. `score` /
-    `generate` replace `continuation_logprobs` / `greedy` (same arguments; e.g. split over ranks)."""
+    """`recall` of several (facts, forms) sets at once: the options of every multiple-choice prompt scored in
+    one batched pass, every free-text prompt scored and generated in one early-stopping greedy pass. One
+    RecallResult per set. `score` / `generate` replace `continuation_logprobs` / `greedy_scored` (same
+    arguments; e.g. split over ranks)."""
     for facts, forms in sets:
         _check(facts, forms)
-    probs, right, free = _probabilities(handle, sets, batch_size, score)
-    generate = generate or (lambda p, n, size, answers: greedy(handle, p, n, size, answers=answers))
-    outs = generate([p for _, p, _ in free], max_new_tokens, batch_size, [a for _, _, a in free])
-    texts = {key: text for (key, _, _), text in zip(free, outs)}
+    probs, right, texts = _probabilities(handle, sets, batch_size, score, generate, max_new_tokens)
     results = []
     for s, (facts, forms) in enumerate(sets):
         per_fact = [{"id": f.id, "answer": f.answer} for f in facts]
@@ -196,7 +228,7 @@ def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_n
 def recall_probability(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, batch_size: int = 16) -> float:
     """`recall(...).mean_probability` without the greedy generations (a cheap monitor for training loops)."""
     _check(facts, forms)
-    probs = _probabilities(handle, [(facts, forms)], batch_size)[0]
+    probs = _probabilities(handle, [(facts, forms)], batch_size)[0]          # max_new_tokens=0: scored only
     per_form = [sum(probs[(0, form, k)] for k in range(len(facts))) / len(facts) for form in forms]
     return sum(per_form) / len(forms)  # the same order of sums as RecallResult.mean_probability
 
