@@ -156,7 +156,7 @@ def prefill_answers(handle, prompts: Sequence[Sequence[int]],
     if any(type(layer) is not DynamicLayer for layer in cache.layers):
         return scores, None
     cache.crop(-width)
-    return scores, Prefilled(logits[:, :1], cache, mask[:, :-width], pos[:, lead - 1])
+    return scores, Prefilled(logits[:, :1].clone(), cache, mask[:, :-width], pos[:, lead - 1])  # frees the rest
 
 
 def end_ids(handle) -> set[int]:
