@@ -98,18 +98,25 @@ def shared_prefix(rows: Sequence[Sequence[int]], keep: int = 1) -> int:
     return n if n * (len(rows) - 1) > FORWARD_TOKENS else 0
 
 
+def _prefix_cache(handle, prefix: Sequence[int], rows: int):
+    """A KV cache holding `prefix` (run once) for each of `rows` rows; empty when there is no prefix."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=handle.model.config)
+    if prefix:
+        handle.model(input_ids=torch.tensor([list(prefix)], device=handle.input_device), past_key_values=cache,
+                     use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(rows)
+    return cache
+
+
 @torch.no_grad()
 def prefill(handle, rows: Sequence[Sequence[int]], keep: int = 1) -> Prefilled:
     """One forward of the rows (shared prefix once, then the suffixes against its cache)."""
-    from transformers import DynamicCache
 
     model, dev = handle.model, handle.input_device
-    cache = DynamicCache(config=model.config)
     n = shared_prefix(rows, keep)
-    if n:
-        model(input_ids=torch.tensor([list(rows[0][:n])], device=dev), past_key_values=cache, use_cache=True,
-              logits_to_keep=1)
-        cache.batch_repeat_interleave(len(rows))
+    cache = _prefix_cache(handle, rows[0][:n], len(rows))
     batch = pad_rows([list(r[n:]) for r in rows], handle.pad_id, side="left", device=dev)
     own = batch["attention_mask"]
     pos = n + (own.cumsum(-1) - 1).clamp(min=0)                             # [batch, suffix]
@@ -127,7 +134,6 @@ def prefill_answers(handle, prompts: Sequence[Sequence[int]],
     that cannot be cut, e.g. sliding windows). Layout [shared prefix | padding | prompt suffix | answer |
     padding]: every prompt ends in the same column, so cutting the last max(len(answer)) columns leaves
     exactly the prompts."""
-    from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
     if any(not a for a in answers):
@@ -135,12 +141,8 @@ def prefill_answers(handle, prompts: Sequence[Sequence[int]],
 
         raise InputError("empty answer")
     model, dev, width = handle.model, handle.input_device, max(len(a) for a in answers)
-    cache = DynamicCache(config=model.config)
     n = shared_prefix([list(p) + list(a) for p, a in zip(prompts, answers)], width + 1)
-    if n:
-        model(input_ids=torch.tensor([list(prompts[0][:n])], device=dev), past_key_values=cache, use_cache=True,
-              logits_to_keep=1)
-        cache.batch_repeat_interleave(len(prompts))
+    cache = _prefix_cache(handle, prompts[0][:n], len(prompts))
     lead = max(len(p) - n for p in prompts)
     ids = [[handle.pad_id] * (lead - len(p) + n) + list(p[n:]) + list(a) + [handle.pad_id] * (width - len(a))
            for p, a in zip(prompts, answers)]

@@ -51,8 +51,9 @@ def greedy_plan(handle, prompts: Sequence[list[int]], batch_size: int,
     if answer_ids is None:
         batches = batch_order(prompts, batch_size)
     else:
-        batches = batch_order([list(p) + list(a) for p, a in zip(prompts, answer_ids)], batch_size,
-                              keep=[len(a) + 1 for a in answer_ids])
+        from ..text import score_plan
+
+        batches = score_plan(prompts, answer_ids, batch_size)
     return decode_groups(batches) if keeps_tail_logits(handle) else [[idx] for idx in batches]
 
 
