@@ -105,10 +105,10 @@ def _scores_and_grad(handle, score_fn, sites):
 
 @pytest.mark.parametrize("max_tokens", [256, 40])      # 40: several packed sequences, prefixes repeated
 def test_packed_answer_scores_equal_padded_fact_batches(untied, max_tokens):
-    """MRP trains on `_PackedFacts` (every form in one forward, each form's shared prefix once, no padding, the
-    answer positions alone unembedded); its answer log-probs and their gradient with respect to the directions
-    equal the right-padded per-form `fact_batch` forwards."""
-    from repedit.edits.mrp import _PackedFacts
+    """MRP, GA and NPO train on `PackedFacts` (every form in one forward, each form's shared prefix once, no
+    padding, the answer positions alone unembedded); its answer log-probs and their gradient with respect to
+    the directions equal the right-padded per-form `fact_batch` forwards."""
+    from repedit.packed import PackedFacts
     from repedit.training import fact_batch
 
     caps = {f.subject: f for f in load_suite("capitals")}
@@ -116,7 +116,7 @@ def test_packed_answer_scores_equal_padded_fact_batches(untied, max_tokens):
     forms = ("blank", "qa", "adversarial")
     mrp = MRP(untied, MRPConfig(forms=forms))
     batches = [fact_batch(untied, facts, form) for form in forms]
-    packed = _PackedFacts.of(untied, batches, max_tokens)
+    packed = PackedFacts.of(untied, batches, max_tokens)
     assert (len(packed.input_ids) > 1) == (max_tokens < 256)
     fast, g_fast = _scores_and_grad(untied, lambda: packed.answer_logprobs(untied), mrp.sites)
     ref, g_ref = _scores_and_grad(untied, lambda: torch.cat([b.answer_logprobs(untied) for b in batches]), mrp.sites)
@@ -126,19 +126,21 @@ def test_packed_answer_scores_equal_padded_fact_batches(untied, max_tokens):
 
 def test_packed_answer_scores_on_every_architecture(tiny_dirs, monkeypatch):
     import repedit
-    from repedit.edits import mrp as mrp_module
+    from repedit import packed as packed_module
+
+    scorer = packed_module.answer_scorer
 
     caps = {f.subject: f for f in load_suite("capitals")}
     forget, retain = [caps["France"], caps["Japan"]], [caps["Germany"], caps["Italy"], caps["Peru"]]
     forms = ("blank", "qa", "adversarial")
     for arch, path in tiny_dirs.items():
         h = repedit.load(str(path))
-        assert mrp_module._packs(h), arch
+        assert packed_module.packs(h), arch
         sites = MRP(h, MRPConfig(layer=1)).sites
-        fast = _scores_and_grad(h, lambda h=h: torch.cat(mrp_module._answer_scorer(h, forget, retain, forms)()), sites)
+        fast = _scores_and_grad(h, lambda h=h: torch.cat(scorer(h, forget, retain, forms)()), sites)
         with monkeypatch.context() as m:
-            m.setattr(mrp_module, "_packs", lambda handle: False)
-            ref = _scores_and_grad(h, lambda h=h: torch.cat(mrp_module._answer_scorer(h, forget, retain, forms)()),
+            m.setattr(packed_module, "packs", lambda handle: False)
+            ref = _scores_and_grad(h, lambda h=h: torch.cat(scorer(h, forget, retain, forms)()),
                                    sites)
         torch.testing.assert_close(fast[0], ref[0], rtol=1e-4, atol=1e-4, msg=arch)
         torch.testing.assert_close(fast[1], ref[1], rtol=1e-3, atol=1e-4 * float(ref[1].abs().max()), msg=arch)

@@ -23,6 +23,7 @@ import torch
 
 from ..edits.base import DenseDelta, Edit, config_record
 from ..errors import ConfigError, InputError
+from ..packed import answer_scorer
 from ..suites import Fact
 from ..training import fact_batch, training_only
 from .tracking import Monitor, Tracker
@@ -72,30 +73,30 @@ def gradient_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = ()
     if cfg.retain_weight > 0 and not retain:
         raise InputError("retain_weight > 0 needs retain facts")
     names = param_names(handle, cfg.layers, cfg.matrices)
-    fbs = [fact_batch(handle, forget, form) for form in cfg.forms]
-    rbs = [fact_batch(handle, retain, form) for form in cfg.forms] if cfg.retain_weight > 0 else []
+    retain = list(retain) if cfg.retain_weight > 0 else []
+    score = answer_scorer(handle, forget, retain, cfg.forms)     # one packed forward: every form, both sets
     tracker, log = Tracker(monitor, cfg.check_every if monitor else 1, cfg.stop_at), []
     with torch.no_grad():
-        lp0 = [fb.answer_logprobs(handle) for fb in fbs]                          # float32, on the logits' device
-    lengths = [torch.tensor([len(a) for a in fb.answers], dtype=torch.float32, device=lp.device)
-               for fb, lp in zip(fbs, lp0)]
-    refs = [lp * n for lp, n in zip(lp0, lengths)]                                # summed answer log-prob before
+        lp0 = score()[0]                                                       # [forms × forget], float32
+    lengths = torch.tensor([len(a) for form in cfg.forms for a in fact_batch(handle, forget, form).answers],
+                           dtype=torch.float32, device=lp0.device)
+    ref = lp0 * lengths                                                        # summed answer log-prob before
     with training_only(handle, names) as trainable:
         opt = trainable.optimizer(cfg.lr)          # float32 masters: a half-precision model really learns
         for step in range(cfg.steps + 1):                      # the last pass only checks
-            lps = [fb.answer_logprobs(handle) for fb in fbs]
-            p_forget = float(torch.stack(lps).detach().exp().mean())
+            lp_forget, lp_retain = score()
+            p_forget = float(lp_forget.detach().exp().mean())
             log.append(p_forget)
             last = step == cfg.steps
             if (tracker.due(step, last) and tracker.check(step, lambda: p_forget)) or last:
                 break
             if cfg.objective == "ga":
-                loss = torch.stack(lps).mean()
+                loss = lp_forget.mean()
             else:
-                ratio = torch.stack([lp * n - ref for lp, n, ref in zip(lps, lengths, refs)])
+                ratio = lp_forget * lengths - ref
                 loss = -(2 / cfg.beta) * torch.nn.functional.logsigmoid(-cfg.beta * ratio).mean()
-            if rbs:
-                loss = loss - cfg.retain_weight * torch.stack([rb.answer_logprobs(handle) for rb in rbs]).mean()
+            if retain:
+                loss = loss - cfg.retain_weight * lp_retain.mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -38,9 +38,10 @@ import torch
 from ..capture import capture
 from ..errors import ConfigError, InputError
 from ..models.presets import resolve_config
+from ..packed import answer_scorer
 from ..sites import Point, Site
 from ..suites import Fact
-from ..training import fact_batch, training_only
+from ..training import training_only
 from .base import Edit
 from .fold import fold_projection
 from .pga import ProbeProjection
@@ -158,13 +159,14 @@ class MRP:
         t0 = time.perf_counter()
         new = torch.nn.Parameter(self._init(forget, retain).to(self.W.device, torch.float32))   # float32 leaf
         opt = torch.optim.Adam([new], lr=cfg.lr)
-        score = _answer_scorer(h, forget, retain, cfg.forms)
+        score = answer_scorer(h, forget, retain, cfg.forms)
         curve = []
         with training_only(h):
             for _ in range(cfg.steps):
                 q = torch.linalg.qr(torch.cat([self.W, new]).T)[0]
                 with installed(h, self.sites(lambda x, q=q: _project(x, q))):
-                    ce_f, ce_r = score()
+                    lp_f, lp_r = score()
+                    ce_f, ce_r = -lp_f, -lp_r
                 loss = -ce_f.clamp(max=cfg.forget_cap).mean() + cfg.retain_weight * ce_r.mean()
                 curve.append((float(ce_f.detach().mean()), float(ce_r.detach().mean())))
                 opt.zero_grad()
@@ -182,139 +184,3 @@ def _project(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """x − x Q Qᵀ (Q [d, K] orthonormal columns), computed in float32 on x's device and cast once to x's dtype."""
     xf, q = x.float(), q.to(x.device, torch.float32)
     return (xf - (xf @ q) @ q.T).to(x.dtype)
-
-
-def _answer_scorer(handle, forget: Sequence[Fact], retain: Sequence[Fact], forms: Sequence[str]):
-    """A function returning the answer cross-entropies (−mean log-prob per answer token, differentiable) of
-    the forget and the retain facts in every form: (ce_forget [forms × forget], ce_retain [forms × retain]),
-    form-major as per-form `fact_batch` rows give them.
-
-    Hugging Face causal LMs with eager or SDPA attention run `_PackedFacts` (every form's rows in one forward,
-    each form's shared prompt prefix once, no padding); other models, and rows longer than a sliding attention
-    window (the packed mask has none), a right-padded `fact_batch` per form and set (the reference)."""
-    n, facts = len(forget), list(forget) + list(retain)
-    batches = [fact_batch(handle, facts, form) for form in forms]
-    window = getattr(getattr(handle.model, "config", None), "sliding_window", None)
-    longest = max(len(p) + len(a) for b in batches for p, a in zip(b.prompts, b.answers))
-    if not _packs(handle) or (window and longest > window):
-        fb = [fact_batch(handle, forget, form) for form in forms]
-        rb = [fact_batch(handle, retain, form) for form in forms]
-        return lambda: (torch.cat([-b.answer_logprobs(handle) for b in fb]),
-                        torch.cat([-b.answer_logprobs(handle) for b in rb]))
-    packed, per = _PackedFacts.of(handle, batches), len(facts)
-
-    def score():
-        ce = -packed.answer_logprobs(handle)                             # [forms × facts], form-major
-        return (torch.cat([ce[i * per: i * per + n] for i in range(len(forms))]),
-                torch.cat([ce[i * per + n: (i + 1) * per] for i in range(len(forms))]))
-    return score
-
-
-def _packs(handle) -> bool:
-    """Whether the model takes a ready 4D attention mask, `position_ids` and `logits_to_keep` (HF causal LMs
-    with eager or SDPA attention; flash attention takes no arbitrary mask)."""
-    from ..generation import keeps_tail_logits
-
-    impl = getattr(getattr(handle.model, "config", None), "_attn_implementation", None)
-    return keeps_tail_logits(handle) and impl in ("eager", "sdpa")
-
-
-@dataclass(frozen=True)
-class _PackedFacts:
-    """Rows prompt + answer of several batches (`FactBatch`, one per form) packed for a training forward that
-    computes only what the answer log-probs need. Each batch's common prompt prefix appears once per packed
-    sequence and its rows' own tokens follow it back to back; a 4D mask lets every token see the prefix and
-    the earlier tokens of its own row only, and `position_ids` count as in the row alone — so every row is
-    computed as if alone (up to float rounding), without padding, and gradients reach the prefix from every
-    row. Each row's last answer token is left out (no answer position reads it, attention being causal) and
-    only the answer positions are unembedded. Rows go to ceil(tokens / `max_tokens`) sequences (attention is
-    quadratic in their length), longest first to the shortest sequence; a sequence holding rows of a batch
-    holds that batch's prefix (so a prefix may appear once per sequence)."""
-
-    input_ids: torch.Tensor          # [seqs, T]
-    position_ids: torch.Tensor       # [seqs, T]
-    allowed: torch.Tensor            # [seqs, 1, T, T] bool: query may attend key
-    keep: torch.Tensor               # [K] positions HF slices before unembedding (the union over sequences)
-    pick: tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (sequence, index into keep, answer token) per answer token
-    row_of: torch.Tensor             # [answer tokens] the row each belongs to
-    lengths: torch.Tensor            # [rows] answer lengths (float)
-    answers: list[list[int]]
-
-    @classmethod
-    def of(cls, handle, batches, max_tokens: int = 256) -> _PackedFacts:
-        import math
-        import os
-
-        prefixes, items = [], []                         # items: (batch, own tokens, answer) per row
-        for bi, b in enumerate(batches):
-            rows = [p + a[:-1] for p, a in zip(b.prompts, b.answers)]      # the last answer token: never read
-            n = min(len(os.path.commonprefix(rows)), min(len(p) for p in b.prompts) - 1) if len(rows) > 1 else 0
-            prefixes.append(rows[0][:n])
-            items += [(bi, r[n:], a) for r, a in zip(rows, b.answers)]
-        total = sum(map(len, prefixes)) + sum(len(own) for _, own, _ in items)
-        S = min(len(items), max(1, math.ceil(total / max_tokens)))
-        load, members, has = [0] * S, [[] for _ in range(S)], [set() for _ in range(S)]
-        for k in sorted(range(len(items)), key=lambda k: -len(items[k][1])):   # longest first, to the lightest
-            bi, own, _ = items[k]
-            cost = [len(own) + (0 if bi in has[j] else len(prefixes[bi])) for j in range(S)]
-            j = min(range(S), key=lambda j: (load[j] + cost[j], j))
-            load[j] += cost[j]
-            has[j].add(bi)
-            members[j].append(k)
-        seqs: list[list[tuple[int, int, int]]] = []      # per sequence: (token, position, segment)
-        marks: list = [None] * len(items)                # per row: (sequence, first answer position, end)
-        prefix_of: dict[int, int] = {}                   # segment -> the segment of the prefix it sees
-        segment = 0
-        for j in (j for j in range(S) if members[j]):
-            q: list[tuple[int, int, int]] = []
-            for bi in sorted(has[j]):                    # each batch's prefix, then its rows
-                segment += 1
-                group = prefix_of[segment] = segment
-                q += [(t, i, group) for i, t in enumerate(prefixes[bi])]
-                for k in sorted(k for k in members[j] if items[k][0] == bi):
-                    segment += 1
-                    prefix_of[segment] = group
-                    q += [(t, len(prefixes[bi]) + i, segment) for i, t in enumerate(items[k][1])]
-                    marks[k] = (len(seqs), len(q) - len(items[k][2]), len(q))   # these positions predict the answer
-            seqs.append(q)
-        answers = [a for _, _, a in items]
-        T = max(len(q) for q in seqs)
-        dev = handle.input_device
-        ids = torch.full((len(seqs), T), handle.pad_id, dtype=torch.long, device="cpu")   # built here, moved once
-        pos = torch.zeros((len(seqs), T), dtype=torch.long, device="cpu")
-        seg = torch.zeros((len(seqs), T), dtype=torch.long, device="cpu")          # 0: padding
-        for j, q in enumerate(seqs):
-            ids[j, : len(q)], pos[j, : len(q)], seg[j, : len(q)] = torch.tensor(q, device="cpu").T
-        pre = torch.tensor([prefix_of.get(int(x), 0) for x in seg.flatten()], device="cpu").view_as(seg)
-        causal = torch.ones(T, T, dtype=torch.bool, device="cpu").tril()
-        same = seg[:, :, None] == seg[:, None, :]                    # [seqs, q, k]
-        to_prefix = (pre[:, :, None] == seg[:, None, :]) & (pre[:, None, :] == seg[:, None, :])
-        allowed = causal & (same | to_prefix)                        # padding sees itself only
-        keep = sorted({p for _, a0, e in marks for p in range(a0, e)})
-        index = {p: i for i, p in enumerate(keep)}
-        pick = [(j, index[p], t, r) for r, ((j, a0, e), a) in enumerate(zip(marks, answers))
-                for p, t in zip(range(a0, e), a)]
-        seq_i, keep_i, token, row = (torch.tensor(c, device=dev) for c in zip(*pick))
-        return cls(ids.to(dev), pos.to(dev), allowed[:, None].to(dev), torch.tensor(keep, device=dev),
-                   (seq_i, keep_i, token), row, torch.tensor([float(len(a)) for a in answers], device=dev), answers)
-
-    def answer_logprobs(self, handle) -> torch.Tensor:
-        """Mean log-prob per answer token of every row, differentiable: [rows]."""
-        dtype = handle.dtype
-        mask = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
-        mask = mask.masked_fill(~self.allowed, torch.finfo(dtype).min)
-        seq_i, keep_i, token = self.pick
-
-        def answer_rows(_m, args):       # the unembedding sees each answer position once: [1, answer tokens, d]
-            return (args[0][seq_i.to(args[0].device), keep_i.to(args[0].device)][None], *args[1:])
-
-        hook = handle.model.get_output_embeddings().register_forward_pre_hook(answer_rows)
-        try:
-            logits = handle.model(input_ids=self.input_ids, attention_mask=mask, position_ids=self.position_ids,
-                                  use_cache=False, logits_to_keep=self.keep).logits[0]   # [answer tokens, vocab]
-        finally:
-            hook.remove()
-        logp = torch.log_softmax(logits.float(), -1)
-        picked = logp[torch.arange(len(token), device=logp.device), token.to(logp.device)]
-        sums = torch.zeros(len(self.answers), device=logp.device).index_add(0, self.row_of.to(logp.device), picked)
-        return sums / self.lengths.to(logp.device)
