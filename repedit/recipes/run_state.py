@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -233,6 +234,16 @@ def recipe_of(run_dir: Path):
                      f"pass it: `repedit run RECIPE --resume {run_dir}`")
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:                      # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss      # KiB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 class Journal:
     """journal.jsonl: one line per stage, with the time (appended to when a run resumes)."""
 
@@ -243,7 +254,7 @@ class Journal:
 
     def log(self, stage: str, **info) -> None:
         row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "elapsed_s": round(time.perf_counter() - self.t0, 2),
-               "stage": stage} | info
+               "peak_rss_mb": peak_rss_mb(), "stage": stage} | info
         with self.path.open("a") as fh:
             fh.write(json.dumps(row, default=str) + "\n")
         if self.echo:
