@@ -150,6 +150,32 @@ class Trainable:
         opt.register_step_post_hook(lambda *_: self.sync())
         return opt
 
+    @contextmanager
+    def adam_in_backward(self, lr: float) -> Iterator[None]:
+        """Inside, `loss.backward()` is a whole Adam step: each parameter is updated (its master, then the live
+        tensor) as soon as its gradient is complete, and the gradient is dropped at once, so the gradients of
+        all parameters never coexist (fine-tuning every weight holds one gradient at a time instead of P).
+        The same numbers as `optimizer(lr)` with `zero_grad(); backward(); step()`: Adam is per element. Safe
+        because a parameter's gradient is complete only after every node that saved it has run."""
+        opts = {n: torch.optim.Adam([m], lr=lr) for n, m in self.masters.items()}
+
+        @torch.no_grad()
+        def step(n: str) -> None:
+            p, m = self.params[n], self.masters[n]
+            if m.grad is None:                     # (a half-precision gradient moves to the master first)
+                return
+            opts[n].step()
+            m.grad = None
+            if m is not p:
+                p.copy_(m)
+
+        hooks = [p.register_post_accumulate_grad_hook(lambda _p, n=n: step(n)) for n, p in self.params.items()]
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+
     @torch.no_grad()
     def sync(self) -> None:
         """Write each float32 master into its live parameter (one cast to the parameter's dtype)."""

@@ -188,3 +188,42 @@ def test_trained_pga_trains_float32_factors_on_bf16(model_in):
     assert _untouched(h16, before)
     assert all(d.u.dtype == d.v.dtype == torch.float32 and d.u.device == h16.device for d in edit.deltas)
     assert all(float(d.u.abs().max()) > 0 for d in edit.deltas)               # A left zero: it trained
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_adam_in_backward_equals_adam_and_holds_one_gradient_at_a_time(model_in, dtype):
+    """The relearning attack fine-tunes every weight with `Trainable.adam_in_backward`: each parameter takes its
+    Adam step as soon as its gradient is complete, so at most one parameter gradient exists at any time (the
+    P-sized gradient never does), and the weights after 2 steps are bit-identical to Adam's usual
+    zero_grad / backward / step (float32 and bf16 masters); the model is restored afterwards."""
+    from repedit.training import training_only
+
+    h = model_in(dtype)
+    before = _state(h)
+    batch = fact_batch(h, _caps("France", "Japan"), "blank")
+    names = [n for n, _ in h.model.named_parameters()]
+    results, most = [], [0]
+    for fused in (False, True):
+        with training_only(h, names) as trainable:
+            if fused:
+                def count(_p):
+                    most[0] = max(most[0], sum(m.grad is not None for m in trainable.masters.values()))
+                hooks = [p.register_post_accumulate_grad_hook(count) for p in trainable.params.values()]
+                with trainable.adam_in_backward(1e-4):
+                    for _ in range(2):
+                        (-batch.answer_logprobs(h).mean()).backward()
+                for hk in hooks:
+                    hk.remove()
+            else:
+                opt = trainable.optimizer(1e-4)
+                for _ in range(2):
+                    opt.zero_grad()
+                    (-batch.answer_logprobs(h).mean()).backward()
+                    opt.step()
+            results.append({n: p.detach().clone() for n, p in trainable.params.items()})
+            assert all(m.grad is None for m in trainable.masters.values()) or not fused
+    assert most[0] <= 1
+    changed = [n for n in names if not torch.equal(results[0][n], before[n][0])]
+    assert len(changed) > len(names) // 2                            # it really trained
+    assert all(torch.equal(results[0][n], results[1][n]) for n in names)
+    assert _untouched(h, before)

@@ -57,14 +57,11 @@ def relearn(handle, train: Sequence[Fact], held_out: Sequence[Fact], *, steps: i
             curve.train.append(round(float(answer_logprobs(handle, train, forms).exp().mean()), 5))
             curve.held_out.append(round(float(answer_logprobs(handle, held_out, forms).exp().mean()), 5))
 
-    with training_only(handle, names) as trainable, ctx():
-        opt = trainable.optimizer(lr)          # float32 masters: a half-precision model really relearns
-        measure(0)
+    with training_only(handle, names) as trainable, ctx(), trainable.adam_in_backward(lr):
+        measure(0)                             # float32 masters: a half-precision model really relearns
         for step in range(1, steps + 1):
             loss = -batch.answer_logprobs(handle).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss.backward()                    # an Adam step, one weight at a time (no P-sized gradient)
             if step % every == 0 or step == steps:
                 measure(step)
     return RelearnCurve(curve.steps, curve.train, curve.held_out, curve.config, round(time.perf_counter() - t0, 2))
