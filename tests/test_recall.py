@@ -69,6 +69,18 @@ def test_recall_probability_is_recall_without_the_generations(smol, capitals_rec
         recall_probability(smol, load_suite("capitals", limit=2), ["essay"])
 
 
+def test_recall_probabilities_of_two_sets_in_one_pass_equal_each_alone(smol):
+    """The training monitor scores forget and neighbours in one batched pass: each set's number is the one
+    `recall_probability` gives it alone (batching changes float rounding only)."""
+    from repedit.verify.recall import recall_probabilities, recall_probability
+
+    caps = load_suite("capitals", limit=9)
+    sets = [(caps[:3], FORMS), (caps[3:], ["blank", "qa"])]
+    together = recall_probabilities(smol, sets)
+    alone = [recall_probability(smol, facts, forms) for facts, forms in sets]
+    assert together == pytest.approx(alone, rel=1e-5) and together[0] != together[1]
+
+
 def test_residual_knownness_probe_tells_known_from_invented_entities(smol, capitals_recall):
     """Fitted without an SAE (residual at the middle layer), on entities it never saw."""
     from repedit.sites import Site

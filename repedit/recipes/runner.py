@@ -97,15 +97,12 @@ def _monitor(handle, res: Resolved, recipe: Recipe):
     """The run's forget measure (and the neighbours'), cheap enough to track a training baseline."""
     if not res.forget:
         return None
-    from ..verify.recall import recall_probability
+    from ..verify.recall import recall_probabilities
 
-    side = neighbour_forms(recipe)
+    sets = [(res.forget, recipe.verify.forms)] + ([(res.neighbours, neighbour_forms(recipe))] if res.neighbours else [])
 
-    def monitor() -> dict:
-        out = {"forget": recall_probability(handle, res.forget, recipe.verify.forms)}
-        if res.neighbours:
-            out["neighbours"] = recall_probability(handle, res.neighbours, side)
-        return out
+    def monitor() -> dict:                   # both sets scored in one batched pass
+        return dict(zip(("forget", "neighbours"), recall_probabilities(handle, sets)))
     return monitor
 
 

@@ -228,10 +228,20 @@ def recall(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, max_n
 
 def recall_probability(handle, facts: Sequence[Fact], forms: Sequence[str] = FORMS, *, batch_size: int = 16) -> float:
     """`recall(...).mean_probability` without the greedy generations (a cheap monitor for training loops)."""
-    _check(facts, forms)
-    probs = _probabilities(handle, [(facts, forms)], batch_size)[0]          # max_new_tokens=0: scored only
-    per_form = [sum(probs[(0, form, k)] for k in range(len(facts))) / len(facts) for form in forms]
-    return sum(per_form) / len(forms)  # the same order of sums as RecallResult.mean_probability
+    return recall_probabilities(handle, [(facts, forms)], batch_size=batch_size)[0]
+
+
+def recall_probabilities(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]]], *,
+                         batch_size: int = 16) -> list[float]:
+    """`recall_probability` of several (facts, forms) sets, every prompt of every set in one batched pass."""
+    for facts, forms in sets:
+        _check(facts, forms)
+    probs = _probabilities(handle, sets, batch_size)[0]                      # max_new_tokens=0: scored only
+    out = []
+    for s, (facts, forms) in enumerate(sets):
+        per_form = [sum(probs[(s, form, k)] for k in range(len(facts))) / len(facts) for form in forms]
+        out.append(sum(per_form) / len(forms))  # the same order of sums as RecallResult.mean_probability
+    return out
 
 
 def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blank", "paraphrase", "adversarial"),
