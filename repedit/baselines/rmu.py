@@ -20,6 +20,7 @@ a matrix's change that the model's dtype cannot hold (what merging it into that 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -29,7 +30,7 @@ from ..edits.base import DenseDelta, Edit, config_record
 from ..errors import ConfigError, InputError
 from ..models.presets import resolve_config
 from ..suites import Fact, load_text
-from ..training import fact_batch, residual_after, text_batch, training_only
+from ..training import fact_batch, residual_after, start_at, text_batch, training_only
 from .gradient import param_names
 from .tracking import Monitor, Tracker
 
@@ -104,8 +105,15 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     probe = fact_batch(handle, forget, "blank")
     tracker = Tracker(monitor, cfg.check_every, cfg.stop_at)
 
+    # nothing below the first update layer trains: the residual entering it is computed once per batch
+    first = min(layers) if not handle.is_toy else 0
+    with torch.no_grad():
+        entry = {id(b): residual_after(handle, b["input_ids"], b["attention_mask"], first - 1)
+                 for b in (*f_batches, *r_batches)} if first else {}
+
     def resid(b: dict[str, torch.Tensor]) -> torch.Tensor:         # h_layer at real tokens but the sink, float32
-        h = residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)
+        with start_at(handle, first, entry[id(b)]) if first else nullcontext():
+            h = residual_after(handle, b["input_ids"], b["attention_mask"], cfg.layer)
         return h[_mask(b, h.device)].float()
 
     with torch.no_grad():
