@@ -11,6 +11,9 @@ Stages (the compare recipe's targets: France, Japan, Germany, Italy; 10 retain; 
     sae-align  SAE unknown-alignment of France (one target, the recipe default)
     mrp        one MRP task (the four forget facts)
     kn         knowledge neurons of France's capital fact
+    ga, npo    seconds per training step of the compare recipe's GA / NPO (every down_proj; 5 steps, no stop)
+    rmu        seconds per training step of its RMU (10 steps)
+    relearn    the relearning attack of a compare run (10 steps, every weight), with the worker's peak memory
 
 Prints a table (old s, new s, old/new, largest relative difference of the numbers) and writes
 bench/speed.json. CPU seconds (process time) are reported beside wall seconds: on a shared machine they
@@ -28,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("measure", "rocr", "sae-align", "mrp", "kn")
+STAGES = ("measure", "rocr", "sae-align", "mrp", "kn", "ga", "npo", "rmu", "relearn")
 
 
 def _worktree(ref: str) -> Path:
@@ -79,11 +82,17 @@ def main() -> None:
             r = rows[stage]
             print(f"{stage:10s} old {old['seconds']:7.1f}s ({old['cpu_seconds']:7.1f} cpu)  new {new['seconds']:7.1f}s "
                   f"({new['cpu_seconds']:7.1f} cpu)  old/new {r['ratio_wall']:.2f} wall {r['ratio_cpu']:.2f} cpu  "
-                  f"numbers max rel diff {r['numbers_max_rel_diff']:.2g}", flush=True)
+                  f"numbers max rel diff {r['numbers_max_rel_diff']:.2g}  peak MB {old.get('peak_rss_mb')} -> "
+                  f"{new.get('peak_rss_mb')}", flush=True)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)], capture_output=True)
-    Path(args.out).write_text(json.dumps({"old": args.old, "new": new_commit, "threads": args.threads,
-                                          "stages": rows}, indent=1))
+    for r in rows.values():
+        r |= {"old_ref": args.old, "new_commit": new_commit, "threads": args.threads}
+    out = Path(args.out)
+    kept = json.loads(out.read_text()).get("stages", {}) if out.exists() else {}   # stages not rerun stay
+    for r in kept.values():
+        r.setdefault("new_commit", json.loads(out.read_text()).get("new"))
+    out.write_text(json.dumps({"old": args.old, "threads": args.threads, "stages": kept | rows}, indent=1))
     print(f"wrote {args.out}")
 
 

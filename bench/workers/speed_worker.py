@@ -1,10 +1,13 @@
 """One stage of bench/speed.py against the repedit of a given tree: `speed_worker.py TREE STAGE OUT THREADS`.
 
 Uses only APIs that exist before and after issue 18's speed work, so the same script times both trees.
-Writes {"seconds", "cpu_seconds", "numbers"} to OUT.
+Writes {"seconds", "cpu_seconds", "numbers", "peak_rss_mb"} to OUT (the worker's peak resident memory: the
+model, its setup and the stage).
 """
 
+import dataclasses
 import json
+import resource
 import sys
 from pathlib import Path
 
@@ -66,6 +69,46 @@ def stage_mrp():
     return wall, cpu, {k: v for k, v in stats.items() if isinstance(v, (int, float)) and "second" not in k}
 
 
+def _trained(method: str, steps: int = 5):
+    """Seconds per training step of a trained baseline (the compare recipe's config, `steps` steps, no early
+    stop, no monitor); its numbers: the per-step forget probability and the norms of the changes."""
+    from repedit.models.presets import resolve_config
+
+    handle, recipe, res = _setup(method)
+    ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts, recipe.attacks.sae,
+                  False, monitor=None, references=())
+    cfg = dataclasses.replace(resolve_config(method_config(method, recipe.edits[0].config), handle), steps=steps,
+                              stop_at=0.0)
+    built, wall, cpu = _timed(lambda: (torch.manual_seed(0), METHODS[method].build(ctx, cfg))[1])
+    stats = built[0].stats
+    numbers = {"forget": stats.get("forget_probability_per_step") or [r["forget"] for r in stats["trajectory"]],
+               "change_norms": [round(float(d.d.norm()), 6) for d in built[0].deltas]}
+    return wall / steps, cpu / steps, numbers
+
+
+def stage_ga():
+    return _trained("ga")
+
+
+def stage_npo():
+    return _trained("npo")
+
+
+def stage_rmu():
+    return _trained("rmu", 10)
+
+
+def stage_relearn():
+    """The compare recipe's relearning attack (10 steps on the untied model, every weight fine-tuned)."""
+    from repedit.verify.relearn import relearn
+
+    handle, recipe, res = _setup("mrp")                              # untied, as in a compare run
+    a = recipe.attacks
+    curve, wall, cpu = _timed(lambda: relearn(handle, res.forget[::2], res.forget[1::2], steps=10, lr=a.relearn_lr,
+                                              every=5))
+    return wall, cpu, {"train": curve.train, "held_out": curve.held_out}
+
+
 def stage_kn():
     from repedit.locate.knowledge_neurons import knowledge_neurons
 
@@ -77,4 +120,6 @@ def stage_kn():
 
 if __name__ == "__main__":
     wall, cpu, numbers = globals()["stage_" + sys.argv[2].replace("-", "_")]()
-    Path(sys.argv[3]).write_text(json.dumps({"seconds": wall, "cpu_seconds": cpu, "numbers": numbers}, default=str))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024                # KiB on Linux
+    Path(sys.argv[3]).write_text(json.dumps({"seconds": wall, "cpu_seconds": cpu, "numbers": numbers,
+                                             "peak_rss_mb": round(peak, 1)}, default=str))

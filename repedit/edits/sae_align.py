@@ -150,6 +150,19 @@ def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Ten
     return sae_on(sae, x.device).encode(x.to(sae.W_dec.dtype))
 
 
+def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]],
+                entities: Sequence[str]) -> torch.Tensor:
+    """Mean code [n_templates, d_sae] of `entities` in each template: one forward per kind of template (plain
+    frames, chat-rendered forms), so short frames are not padded to the chat prompts' length."""
+    out: dict[int, torch.Tensor] = {}
+    for chat in (False, True):
+        idx = [i for i, (_, c) in enumerate(templates) if bool(c) == chat]
+        if idx:
+            codes = _codes(handle, sae, site, _encode(handle, [templates[i] for i in idx], entities))
+            out |= dict(zip(idx, codes.view(len(idx), len(entities), -1).mean(1)))
+    return torch.stack([out[i] for i in range(len(templates))])
+
+
 def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token log-probs [n, vocab] at each row's last real token."""
     return torch.log_softmax(last_token_logits(handle, batch["input_ids"], batch["attention_mask"]).float(), -1)
@@ -206,8 +219,7 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     h, templates = handle, _templates(handle, fact, cfg)
     batches, ref, pool = {}, {}, []
     with torch.no_grad():                                   # original codes, distributions and targets
-        mu_k = torch.stack([_codes(h, sae, site, _encode(h, [t], known)).mean(0) for t in templates])
-        mu_u = torch.stack([_codes(h, sae, site, _encode(h, [t], unknown)).mean(0) for t in templates])
+        mu_k, mu_u = _mean_codes(h, sae, site, templates, known), _mean_codes(h, sae, site, templates, unknown)
         scale = ((mu_k - mu_u) ** 2).sum(-1)                                       # D_t [n_t]
         batches["target"] = _encode(h, templates, [name])
         if ret_names and cfg.retain_weight:
