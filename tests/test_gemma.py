@@ -55,3 +55,33 @@ def test_concept_vectors_on_gemma_layout(gemma):
     x = v / torch.sqrt(v.pow(2).mean() + norm.eps) * (1.0 + norm.weight.detach())
     top = (gemma.model.model.embed_tokens.weight.detach() @ x).topk(20).indices.tolist()
     assert [gemma.tokenizer.decode([t]) for t in top] == list(best.top_tokens[:20])
+
+
+def test_gemma_measurement_path_matches_hf_generate_and_plain_scoring(gemma, monkeypatch):
+    """Gemma 3's sliding-window KV caches cannot be stacked across batches, so its greedy decoding takes the
+    per-batch fallback (`generation._merged` gives None): the texts are HF `generate`'s, row by row without
+    padding, and the answers scored from the greedy prefill equal a plain scoring pass."""
+    from repedit import generation
+    from repedit.suites import load_suite
+    from repedit.text import answer_ids, continuation_logprobs, prompt_ids
+    from repedit.verify.recall import greedy_scored
+
+    facts = load_suite("capitals")[:3]
+    prompts, conts = [], []
+    for form in ("qa", "blank"):
+        for f in facts:
+            spec = f.forms[form]
+            prompts.append(prompt_ids(gemma, spec["prompt"], spec["chat"]))
+            conts.append(answer_ids(gemma, f.answer, spec["chat"]))
+    merges = []
+    merge = generation._merged
+    monkeypatch.setattr(generation, "_merged", lambda states: merges.append(merge(states)) or merges[-1])
+    texts, scores = greedy_scored(gemma, prompts, conts, 8, batch_size=4)
+    assert None in merges                                         # the per-batch fallback ran
+    for p, text in zip(prompts, texts):
+        ids = torch.tensor([p], device=gemma.input_device)
+        g = gemma.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                 do_sample=False, pad_token_id=gemma.pad_id)
+        assert text == gemma.tokenizer.decode(g[0, len(p):], skip_special_tokens=True)
+    plain = torch.tensor(continuation_logprobs(gemma, prompts, conts, batch_size=4))
+    assert torch.allclose(torch.tensor(scores), plain, atol=1e-4), (torch.tensor(scores) - plain).abs().max()

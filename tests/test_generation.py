@@ -110,3 +110,17 @@ def test_scoring_from_the_greedy_prefill_equals_scoring_and_generating_apart(smo
     apart = torch.tensor(continuation_logprobs(smol, prompts, conts, batch_size=8))
     assert torch.allclose(torch.tensor(scores), apart, atol=1e-4), (torch.tensor(scores) - apart).abs().max()
     assert greedy_scored(smol, prompts, conts, 0, batch_size=8) == ([""] * len(prompts), scores)
+
+
+def test_measurement_path_in_bfloat16(model_in):
+    """The bf16 model goes through the same plans, caches and merged decode groups: the greedy texts of the
+    scored path are the plain greedy texts, and its answer scores match a plain scoring pass to bf16 precision."""
+    from repedit.verify.recall import greedy_scored
+
+    h = model_in(torch.bfloat16)
+    prompts, conts, answers = _rows(h)
+    texts, scores = greedy_scored(h, prompts, conts, 12, batch_size=8, answers=answers)
+    assert texts == greedy(h, prompts, 12, batch_size=8, answers=answers)
+    plain = torch.tensor(continuation_logprobs(h, prompts, conts, batch_size=8))
+    assert torch.isfinite(plain).all() and torch.allclose(torch.tensor(scores), plain, atol=0.1), \
+        (torch.tensor(scores) - plain).abs().max()
