@@ -68,3 +68,24 @@ def test_toy_is_deterministic_given_seed(toy, tmp_path, monkeypatch):
     a, b = _sequences(ToyConfig(seed=3)), _sequences(ToyConfig(seed=3))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(_sequences(ToyConfig(seed=4))["memorised"], a["memorised"])
+
+
+def test_importing_repedit_puts_large_cpu_tensors_on_huge_pages():
+    """repedit turns on torch's transparent-huge-page allocation (THP_MEM_ALLOC_ENABLE, unless the user set
+    it): a 512 MB tensor then costs a few hundred page faults, not 131 k (4 KB pages); =0 turns it off."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not mode.exists() or "[never]" in mode.read_text():
+        pytest.skip("this kernel gives no transparent huge pages")
+    code = ("import repedit, torch, resource\n"
+            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "x = torch.ones(128 * 1024 * 1024)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    huge, small = (int(subprocess.run([sys.executable, "-c", code], env=env | flag, capture_output=True, text=True,
+                                      check=True).stdout) for flag in ({}, {"THP_MEM_ALLOC_ENABLE": "0"}))
+    assert huge < 5000 < 100_000 < small
