@@ -8,7 +8,8 @@ the forget likelihood falls, so it drifts less than GA. Both train the chosen ma
 the MLP output matrices of all layers) on the facts in `forms` with Adam and stop early once the
 mean forget answer probability is at or below `stop_at`: with a `monitor` (recipe runs), the run's
 forget measure checked every `check_every` steps (`repedit.baselines.tracking`); without one, the
-training batch's (mean over `forms`). The model is left bit-identical; the change is returned.
+training batch's (mean over `forms`). Each step is one packed forward of every form's forget and retain
+rows (`repedit.packed.answer_scorer`). The model is left bit-identical; the change is returned.
 On a bf16 / fp16 model the trained matrices are float32 masters (`repedit.training.training_only`):
 the returned change is float32 (master − original), and `stats['rounded_away']` is the largest share of
 a matrix's change that the model's dtype cannot hold (what merging it into that model loses).
