@@ -25,13 +25,14 @@ from repedit.recipes.measure import measure_facts  # noqa: E402
 from repedit.recipes.methods import METHODS, Context, method_config  # noqa: E402
 
 
-def _build(method: str, forget_n: int | None = None):
+def _build(method: str, forget_n: int | None = None, **changes):
+    """A function building `method` as the compare recipe configures it (fields in `changes` replaced)."""
     from repedit.models.presets import resolve_config
 
     handle, recipe, res = _setup(method)
     ctx = Context(handle, res.forget[:forget_n], res.retain, res.known, res.pool, recipe.targets.contexts,
                   recipe.attacks.sae, False, monitor=None, references=())
-    cfg = resolve_config(method_config(method, recipe.edits[0].config), handle)
+    cfg = dataclasses.replace(resolve_config(method_config(method, recipe.edits[0].config), handle), **changes)
     return lambda: (torch.manual_seed(0), METHODS[method].build(ctx, cfg))[1]
 
 
@@ -72,14 +73,7 @@ def stage_mrp():
 def _trained(method: str, steps: int = 5):
     """Seconds per training step of a trained baseline (the compare recipe's config, `steps` steps, no early
     stop, no monitor); its numbers: the per-step forget probability and the norms of the changes."""
-    from repedit.models.presets import resolve_config
-
-    handle, recipe, res = _setup(method)
-    ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts, recipe.attacks.sae,
-                  False, monitor=None, references=())
-    cfg = dataclasses.replace(resolve_config(method_config(method, recipe.edits[0].config), handle), steps=steps,
-                              stop_at=0.0)
-    built, wall, cpu = _timed(lambda: (torch.manual_seed(0), METHODS[method].build(ctx, cfg))[1])
+    built, wall, cpu = _timed(_build(method, steps=steps, stop_at=0.0))
     stats = built[0].stats
     numbers = {"forget": stats.get("forget_probability_per_step") or [r["forget"] for r in stats["trajectory"]],
                "change_norms": [round(float(d.d.norm()), 6) for d in built[0].deltas]}
