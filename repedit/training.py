@@ -207,9 +207,10 @@ def _full_precision(p: torch.Tensor) -> bool:
 
 @contextmanager
 def training_only(handle, names: Sequence[str] = ()) -> Iterator[Trainable]:
-    """Freeze every parameter except `names`; on exit restore the exact original values (and .grad) of
-    those parameters and every requires_grad flag, also on exceptions. Half-precision parameters train
-    through float32 masters (see `Trainable`); build the optimiser with `trainable.optimizer(lr)`."""
+    """Freeze every parameter except `names` and start those with no gradient; on exit restore the exact
+    original values (and .grad, unchanged) of those parameters and every requires_grad flag, also on
+    exceptions. Half-precision parameters train through float32 masters (see `Trainable`); build the
+    optimiser with `trainable.optimizer(lr)`."""
     params = dict(handle.model.named_parameters())
     unknown = [n for n in names if n not in params]
     if unknown:
@@ -229,6 +230,8 @@ def training_only(handle, names: Sequence[str] = ()) -> Iterator[Trainable]:
     try:
         for n, p in params.items():
             p.requires_grad_(n in saved)
+            if n in saved:                # a gradient left from earlier work must neither enter the first step
+                p.grad = None             # nor be accumulated into in place (it is handed back on exit)
         for n, m in masters.items():
             if m is not params[n]:
                 hooks.append(params[n].register_post_accumulate_grad_hook(lambda p, m=m: move_grad(p, m)))
