@@ -47,6 +47,24 @@ def test_perplexity_is_low_on_real_text_and_high_on_shuffled(smol):
     assert 5 < real < 80 and scrambled > 3 * real, (real, scrambled)
 
 
+def test_perplexity_equals_hugging_face_loss_per_document(smol):
+    """Batched, padded and scored one row at a time, perplexity is exp of Hugging Face's own mean loss over
+    all documents' tokens, each document run alone (lengths differ, so the batches are padded)."""
+    import math
+
+    import torch
+
+    docs = load_text("news", "heldout")[:5]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for d in docs:
+            ids = torch.tensor([smol.tokenizer.encode(d, add_special_tokens=True)[:256]], device=smol.input_device)
+            n = ids.shape[1] - 1
+            nll, count = nll + float(smol.model(input_ids=ids, labels=ids).loss) * n, count + n
+    got = perplexity(smol, docs, max_length=256, batch_size=2)   # 107..256 tokens
+    assert abs(got - math.exp(nll / count)) <= 1e-5 * got, (got, math.exp(nll / count))
+
+
 def test_bad_inputs():
     with pytest.raises(SuiteNotFoundError) as err:
         load_suite("capitols")
