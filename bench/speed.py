@@ -9,6 +9,8 @@ Stages (the compare recipe's targets: France, Japan, Germany, Italy; 10 retain; 
                the second call (the first warms caches)
     rocr       the four ROCR edits once their key statistics are cached (the second build)
     sae-align  SAE unknown-alignment of France (one target, the recipe default)
+    sae-align-4  the four targets as a compare builds them (seconds per target; they share reference codes)
+    monitor    one check of the trained baselines' monitor (forget + neighbours answer probability)
     mrp        one MRP task (the four forget facts)
     kn         knowledge neurons of France's capital fact
     ga, npo    seconds per training step of the compare recipe's GA / NPO (every down_proj; 5 steps, no stop)
@@ -31,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("measure", "rocr", "sae-align", "mrp", "kn", "ga", "npo", "rmu", "relearn")
+STAGES = ("measure", "rocr", "sae-align", "sae-align-4", "mrp", "kn", "ga", "npo", "rmu", "relearn", "monitor")
 
 
 def _worktree(ref: str) -> Path:

@@ -26,9 +26,7 @@ def answer_scorer(handle, forget: Sequence[Fact], retain: Sequence[Fact], forms:
     window (the packed mask has none), a right-padded `fact_batch` per form and set (the reference)."""
     n, facts = len(forget), list(forget) + list(retain)
     batches = [fact_batch(handle, facts, form) for form in forms]
-    window = getattr(getattr(handle.model, "config", None), "sliding_window", None)
-    longest = max(len(p) + len(a) for b in batches for p, a in zip(b.prompts, b.answers))
-    if not packs(handle) or (window and longest > window):
+    if not packable(handle, batches):
         fb = [fact_batch(handle, forget, form) for form in forms]
         rb = [fact_batch(handle, retain, form) for form in forms] if retain else []
 
@@ -52,6 +50,29 @@ def packs(handle) -> bool:
 
     impl = getattr(getattr(handle.model, "config", None), "_attn_implementation", None)
     return keeps_tail_logits(handle) and impl in ("eager", "sdpa")
+
+
+def packable(handle, groups: Sequence) -> bool:
+    """Whether `groups` (each with `.prompts` and `.answers` token lists) can run as `PackedFacts` on this
+    model: it `packs`, and no row is longer than a sliding attention window (the packed mask has none)."""
+    window = getattr(getattr(handle.model, "config", None), "sliding_window", None)
+    longest = max((len(p) + len(a) for g in groups for p, a in zip(g.prompts, g.answers)), default=0)
+    return packs(handle) and not (window and longest > window)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Token rows of one group for `PackedFacts.of`: prompts and the answers after them (rows of a group
+    share their common prompt prefix in the packed forward)."""
+
+    prompts: list[list[int]]
+    answers: list[list[int]]
+
+    @classmethod
+    def last_tokens(cls, rows: Sequence[list[int]], pad_id: int) -> Rows:
+        """Rows whose last token is the one read (`PackedFacts.hidden_after`): each row is the prompt, its
+        answer a one-token placeholder that is never fed."""
+        return cls([list(r) for r in rows], [[pad_id]] * len(rows))
 
 
 @dataclass(frozen=True)
@@ -133,11 +154,38 @@ class PackedFacts:
         return cls(ids.to(dev), pos.to(dev), allowed[:, None].to(dev), torch.tensor(keep, device=dev),
                    (seq_i, keep_i, token), row, torch.tensor([float(len(a)) for a in answers], device=dev), answers)
 
-    def answer_logprobs(self, handle) -> torch.Tensor:
-        """Mean log-prob per answer token of every row, differentiable: [rows]."""
+    def _mask(self, handle) -> torch.Tensor:
         dtype = handle.dtype
         mask = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
-        mask = mask.masked_fill(~self.allowed, torch.finfo(dtype).min)
+        return mask.masked_fill(~self.allowed, torch.finfo(dtype).min)
+
+    def hidden_after(self, handle, layer: int) -> torch.Tensor:
+        """Residual stream after block `layer` at every answer-predicting position, in `pick` order:
+        [answer tokens, d_model] (for `Rows.last_tokens`: each row's last token, one per row); the forward
+        stops after that block. Gradients are kept."""
+        from .backends.base import StopForward
+
+        got = {}
+
+        def grab(_m, _args, out):
+            got["h"] = out[0] if isinstance(out, tuple) else out
+            raise StopForward
+
+        hook = handle.layer_module(layer).register_forward_hook(grab)
+        try:
+            handle.model(input_ids=self.input_ids, attention_mask=self._mask(handle), position_ids=self.position_ids,
+                         use_cache=False)
+        except StopForward:
+            pass
+        finally:
+            hook.remove()
+        seq_i, keep_i, _ = self.pick
+        h = got["h"]
+        return h[seq_i.to(h.device), self.keep.to(h.device)[keep_i.to(h.device)]]
+
+    def answer_logprobs(self, handle) -> torch.Tensor:
+        """Mean log-prob per answer token of every row, differentiable: [rows]."""
+        mask = self._mask(handle)
         seq_i, keep_i, token = self.pick
 
         def answer_rows(_m, args):       # the unembedding sees each answer position once: [1, answer tokens, d]

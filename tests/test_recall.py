@@ -81,7 +81,9 @@ def test_recall_result_serialises(capitals_recall):
 def test_recall_probability_is_recall_without_the_generations(smol, capitals_recall):
     from repedit.verify.recall import recall_probability
 
-    assert recall_probability(smol, load_suite("capitals", limit=12)) == capitals_recall.mean_probability
+    # packed scoring (the monitor's) vs the greedy pass's prefill: float rounding only
+    assert recall_probability(smol, load_suite("capitals", limit=12)) == pytest.approx(
+        capitals_recall.mean_probability, rel=1e-5)
     assert set(capitals_recall.summary()) == {"forms", "mean_accuracy", "mean_probability"}
     with pytest.raises(InputError, match="forms"):
         recall_probability(smol, load_suite("capitals", limit=2), ["essay"])
@@ -115,3 +117,18 @@ def test_residual_knownness_probe_tells_known_from_invented_entities(smol, capit
     assert clf.p_known(smol, None, unknown[:4]).max() < 0.2        # held-out invented countries
     with pytest.raises(InputError, match="site"):
         fit_knownness(smol, None, known, unknown)
+
+
+def test_training_monitor_packed_scores_equal_the_batched_scores(smol):
+    """The training monitor (`recall_probabilities`) scores every row in one packed forward (each form's prefix
+    once, no padding): its numbers equal the prefix-batched scoring of `recall`, multiple choice included."""
+    from repedit.packed import Rows, packable
+    from repedit.verify.recall import _probabilities
+
+    caps = load_suite("capitals", limit=9)
+    sets = [(caps[:3], FORMS), (caps[3:], ["blank", "qa"])]
+    assert packable(smol, [Rows([[1, 2]], [[3]])])
+    packed, right, _ = _probabilities(smol, sets, 16, packed=True)
+    batched, right_b, _ = _probabilities(smol, sets, 16)
+    assert packed.keys() == batched.keys() and any(form == "mc" for _, form, _ in packed) and right == right_b
+    assert [packed[k] for k in batched] == pytest.approx(list(batched.values()), rel=1e-4)   # fp32 rounding: 2e-5

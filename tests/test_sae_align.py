@@ -151,3 +151,47 @@ def test_invalid_or_failed_calls_raise_and_leave_the_model_as_it_was(smol, made)
     assert _same(_weights(smol), w0) and grads == {n: p.requires_grad for n, p in smol.model.named_parameters()}
     downs = [smol.model.get_submodule(f"model.layers.{l}.mlp.down_proj") for l in LAYERS]
     assert not any(m._forward_hooks for m in downs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_reference_codes_packed_equal_padded_rows_and_each_is_computed_once(model_in, dtype):
+    """SAE-align's reference means: every (template, entity) row packed into one forward (each template's
+    prefix once) gives the codes of each row run alone; with a cache shared by the targets of one build, a
+    later target runs only the rows no earlier one ran (none when all are known)."""
+    from dataclasses import replace
+
+    from repedit.edits.sae_align import _codes, _encode, _mean_codes, _templates
+    from repedit.packed import Rows, packable
+
+    h = model_in(dtype)
+    sae = load_sae(SAE_DIR)
+    site = h.check_site(sae_site(sae))
+    fact = {f.subject: f for f in load_suite("capitals")}[TARGET]
+    templates = _templates(h, fact, resolve_config(replace(FAST, frames=FRAMES[:3]), h))
+    assert any(chat for _, chat in templates) and not all(chat for _, chat in templates)
+    assert packable(h, [Rows.last_tokens([[1, 2, 3]], h.pad_id)])
+    tokens = []
+    counter = h.model.get_input_embeddings().register_forward_pre_hook(lambda _m, a: tokens.append(a[0].numel()))
+    with torch.no_grad():
+        try:
+            cache: dict = {}
+            packed = _mean_codes(h, sae, site, templates, list(KNOWN[:6]), cache)
+            first = list(tokens)
+            tokens.clear()
+            later = _mean_codes(h, sae, site, templates, list(KNOWN[1:6]) + ["Peru"], cache)
+            second = list(tokens)
+            tokens.clear()
+            assert torch.equal(_mean_codes(h, sae, site, templates, list(KNOWN[:6]), cache), packed) and not tokens
+        finally:
+            counter.remove()
+    with torch.no_grad():
+        ref = {e: torch.stack([_codes(h, sae, site, _encode(h, [t], [e]))[0] for t in templates])
+               for e in list(KNOWN[:6]) + ["Peru"]}
+    padded = sum(int(_encode(h, [t], list(KNOWN[:6]))["attention_mask"].sum()) for t in templates)
+    assert len(first) == 1 and first[0] < padded / 2           # one forward, prefixes once: under half the tokens
+    peru = sum(int(_encode(h, [t], ["Peru"])["attention_mask"].sum()) for t in templates)
+    assert second == [peru]                                    # only Peru's rows ran again (one per template)
+    tol = {torch.float32: 1e-4, torch.bfloat16: 5e-2}[dtype]
+    for got, names in ((packed, KNOWN[:6]), (later, list(KNOWN[1:6]) + ["Peru"])):
+        want = torch.stack([ref[e] for e in names]).mean(0)
+        assert float((got - want).abs().max()) <= tol * float(want.abs().max())

@@ -64,6 +64,25 @@ def stage_sae_align():
     return wall, cpu, {"final": built[0].stats["final"], "delta_norms": _factor_norms(built)}
 
 
+def stage_sae_align_4():
+    """All four targets, as a compare run builds them (seconds per target)."""
+    built, wall, cpu = _timed(_build("sae-align"))
+    return wall / len(built), cpu / len(built), {"final": [e.stats["final"] for e in built],
+                                                 "delta_norms": _factor_norms(built)}
+
+
+def stage_monitor():
+    """One check of the trained baselines' monitor in a compare run (forget and neighbours; mean of 3)."""
+    from repedit.recipes.runner import _monitor
+
+    handle, recipe, res = _setup("ga")
+    monitor = _monitor(handle, res, recipe)
+    with torch.no_grad():
+        monitor()                                                    # warm: tokenizer, chat template
+        values, wall, cpu = _timed(lambda: [monitor() for _ in range(3)])
+    return wall / 3, cpu / 3, values[0]
+
+
 def stage_mrp():
     built, wall, cpu = _timed(_build("mrp"))
     stats = built[0].stats

@@ -140,27 +140,47 @@ def _encode(handle, templates: Sequence[tuple[str, bool]], entities: Sequence[st
     return pad_rows(rows, handle.pad_id, device=handle.input_device)
 
 
-def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware). The SAE
-    meets the residual on its device (`sae_on`), in the SAE's own precision (float32 as loaded)."""
+def _sae_codes(sae, x: torch.Tensor) -> torch.Tensor:
+    """SAE codes [n, d_sae] of residuals x [n, d_model]: the SAE meets them on their device (`sae_on`), in
+    the SAE's own precision (float32 as loaded)."""
     from ..saes import sae_on
 
-    h = residual_after(handle, batch["input_ids"], batch["attention_mask"], site.layer)
-    x = select_positions(h, batch["attention_mask"].to(h.device), -1)
     return sae_on(sae, x.device).encode(x.to(sae.W_dec.dtype))
 
 
-def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]],
-                entities: Sequence[str]) -> torch.Tensor:
-    """Mean code [n_templates, d_sae] of `entities` in each template: one forward per kind of template (plain
-    frames, chat-rendered forms), so short frames are not padded to the chat prompts' length."""
-    out: dict[int, torch.Tensor] = {}
-    for chat in (False, True):
-        idx = [i for i, (_, c) in enumerate(templates) if bool(c) == chat]
-        if idx:
-            codes = _codes(handle, sae, site, _encode(handle, [templates[i] for i in idx], entities))
-            out |= dict(zip(idx, codes.view(len(idx), len(entities), -1).mean(1)))
-    return torch.stack([out[i] for i in range(len(templates))])
+def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware)."""
+    h = residual_after(handle, batch["input_ids"], batch["attention_mask"], site.layer)
+    return _sae_codes(sae, select_positions(h, batch["attention_mask"].to(h.device), -1))
+
+
+def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]], entities: Sequence[str],
+                cache: dict | None = None) -> torch.Tensor:
+    """Mean code [n_templates, d_sae] of `entities` in each template. Each (template, entity) code is computed
+    once per `cache` (a dict the targets of one build share while the model is unchanged). On models that
+    pack, the missing codes come from one packed forward (each template's prefix once, no padding,
+    `PackedFacts.hidden_after`); else one padded forward per kind of template (plain frames, chat forms)."""
+    from ..packed import PackedFacts, Rows, packable
+
+    cache = {} if cache is None else cache
+    todo: dict[tuple[str, bool], list[str]] = {}
+    for t in templates:
+        missing = [e for e in dict.fromkeys(entities) if (t, e) not in cache]
+        if missing:
+            todo[t] = missing
+    tok = handle.tokenizer
+    rows = {t: [tok.encode(t[0].format(e), add_special_tokens=not t[1]) for e in es] for t, es in todo.items()}
+    groups = [Rows.last_tokens(r, handle.pad_id) for r in rows.values()]
+    if groups and packable(handle, groups):
+        codes = _sae_codes(sae, PackedFacts.of(handle, groups).hidden_after(handle, site.layer))
+        cache.update(zip([(t, e) for t, es in todo.items() for e in es], codes))
+    else:
+        for chat in (False, True):                  # plain frames are not padded to the chat prompts' length
+            kind = [t for t in todo if bool(t[1]) == chat]
+            if kind:
+                batch = pad_rows([r for t in kind for r in rows[t]], handle.pad_id, device=handle.input_device)
+                cache.update(zip([(t, e) for t in kind for e in todo[t]], _codes(handle, sae, site, batch)))
+    return torch.stack([torch.stack([cache[(t, e)] for e in entities]).mean(0) for t in templates])
 
 
 def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -172,9 +192,26 @@ def _kl(logp0: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     return (logp0.exp() * (logp0 - logp)).sum(-1)
 
 
+def _lm_pool(handle, texts: Sequence[str] | None, cfg: SAEAlignConfig, first: int) -> tuple[list, list, dict]:
+    """The LM term's clean-text batches, their original next-token log-probs (float16 keeps them small) and,
+    with `first` > 0, their residual entering block `first` (keyed by batch index)."""
+    from ..saes import text_chunks
+
+    chunks = text_chunks(handle, list(texts) if texts else load_text("wiki", "train")[:20], cfg.lm_tokens)
+    if not chunks:
+        raise InputError("texts gave no chunk of at least 16 tokens for the LM term")
+    pool = [handle.encode(chunks[i: i + cfg.lm_batch], max_length=cfg.lm_tokens)
+            for i in range(0, min(cfg.lm_texts, len(chunks)), cfg.lm_batch)]
+    ref = [torch.log_softmax(handle.forward(**b).float(), -1).half() for b in pool]
+    entry = {i: residual_after(handle, b["input_ids"], b["attention_mask"], first - 1)
+             for i, b in enumerate(pool)} if first else {}
+    return pool, ref, entry
+
+
 def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Sequence[str], *,
               retain: Sequence[str | Fact] = (), texts: Sequence[str] | None = None,
-              config: SAEAlignConfig | None = None, kind: str | None = None, progress: bool = False) -> Edit:
+              config: SAEAlignConfig | None = None, kind: str | None = None, progress: bool = False,
+              shared: dict | None = None) -> Edit:
     """Train the low-rank deltas of the module docstring; returns the (unapplied) Edit.
 
     known / unknown: entity names (reference means; unknowns of the target's kind:
@@ -182,7 +219,11 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     codes are kept (default: the known list) — for Facts, also the next-token distribution at the end
     of their `retain_forms` prompts; texts: clean text for the KL term (default wiki.train); kind: the
     target's kind when `config.frames` is None (default: the Fact's `kind`, else "entity", whose
-    frames are the generic ones); the resolved frames are recorded in the Edit's config.
+    frames are the generic ones); the resolved frames are recorded in the Edit's config. shared: a dict
+    that several targets' calls on the same unchanged model pass (`repedit.recipes.methods` does, for
+    the targets of one build): what only the model and the config decide — reference codes per (template,
+    entity), the clean-text pool with its original distributions, the position-0 key basis — is computed
+    once. The caller keeps the model's weights unchanged between the calls that share it.
     """
     from ..locate.sae_features import sae_site
     from ..text import prompt_ids
@@ -218,8 +259,12 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     t0 = time.perf_counter()
     h, templates = handle, _templates(handle, fact, cfg)
     batches, ref, pool = {}, {}, []
+    shared = {} if shared is None else shared
+    first = cfg.layers[0] if not h.is_toy else 0     # nothing below the first edited layer trains (below)
     with torch.no_grad():                                   # original codes, distributions and targets
-        mu_k, mu_u = _mean_codes(h, sae, site, templates, known), _mean_codes(h, sae, site, templates, unknown)
+        codes = shared.setdefault(("codes", id(sae), site), {})
+        mu_k, mu_u = (_mean_codes(h, sae, site, templates, known, codes),
+                      _mean_codes(h, sae, site, templates, unknown, codes))
         scale = ((mu_k - mu_u) ** 2).sum(-1)                                       # D_t [n_t]
         batches["target"] = _encode(h, templates, [name])
         if ret_names and cfg.retain_weight:
@@ -232,20 +277,15 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
                                         device=h.input_device)
             ref["facts"] = _last_logp(h, batches["facts"])
         if cfg.lm_texts and cfg.lm_weight:
-            from ..saes import text_chunks
-
-            chunks = text_chunks(h, list(texts) if texts else load_text("wiki", "train")[:20], cfg.lm_tokens)
-            if not chunks:
-                raise InputError("texts gave no chunk of at least 16 tokens for the LM term")
-            pool = [h.encode(chunks[i: i + cfg.lm_batch], max_length=cfg.lm_tokens)
-                    for i in range(0, min(cfg.lm_texts, len(chunks)), cfg.lm_batch)]
-            ref["lm"] = [torch.log_softmax(h.forward(**b).float(), -1).half() for b in pool]   # fp16 keeps it small
+            lm_key = ("lm", tuple(texts) if texts else None, cfg.lm_tokens, cfg.lm_texts, cfg.lm_batch, first)
+            if lm_key not in shared:
+                shared[lm_key] = _lm_pool(h, texts, cfg, first)
+            pool, ref["lm"], pool_entry = shared[lm_key]
         got = capture(h, [f.format(name) for f in cfg.frames], [Site(l, "mlp_hidden") for l in cfg.layers])
         keys = {s.layer: got[s].float().mean(0) for s in got.acts}    # the target's mean MLP key (V's init)
         # nothing below the first edited layer trains: its input is computed once per batch and reused
-        first = cfg.layers[0] if not h.is_toy else 0
         entry = {key: residual_after(h, b["input_ids"], b["attention_mask"], first - 1)
-                 for key, b in [*batches.items(), *((i, b) for i, b in enumerate(pool))]} if first else {}
+                 for key, b in batches.items()} | (pool_entry if pool else {}) if first else {}
 
     def frm(key):
         return start_at(h, first, entry[key]) if first else nullcontext()
@@ -273,7 +313,10 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
             loss = loss + cfg.lm_weight * parts["lm_kl"]
         return loss, parts
 
-    protect = sink_keys_basis(h, cfg.layers, cfg.sink_energy, cfg.sink_dims, seed=cfg.seed) if cfg.sink_dims else {}
+    sink_key = ("sink", cfg.layers, cfg.sink_energy, cfg.sink_dims, cfg.seed)
+    if cfg.sink_dims and sink_key not in shared:
+        shared[sink_key] = sink_keys_basis(h, cfg.layers, cfg.sink_energy, cfg.sink_dims, seed=cfg.seed)
+    protect = shared[sink_key] if cfg.sink_dims else {}
     trainable = TrainableLowRank(h, cfg.layers, cfg.rank, keys, protect, cfg.seed)
     opt = torch.optim.Adam(trainable.u + trainable.v, lr=cfg.lr)
     log: list[dict[str, float]] = []

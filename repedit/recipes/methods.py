@@ -140,9 +140,11 @@ def _sae_align(ctx: Context, cfg) -> list:
 
     # the run's SAE, else the one the model's preset names (an SAE of another model is refused)
     sae = load_sae(ctx.sae or preset_for(ctx.handle).sae_path(), handle=ctx.handle)
-    # unknowns and (cfg.frames None) frames of each target's kind
+    # unknowns and (cfg.frames None) frames of each target's kind; the targets share what only the unedited
+    # model decides (reference codes, the clean-text pool) — no edit is applied between them
+    shared: dict = {}
     return [sae_align(ctx.handle, sae, f, list(ctx.known), sae_align_unknown(f, ctx.references, cfg.n_reference),
-                      retain=list(ctx.retain), config=cfg, progress=ctx.progress) for f in ctx.forget]
+                      retain=list(ctx.retain), config=cfg, progress=ctx.progress, shared=shared) for f in ctx.forget]
 
 
 def _gradient(objective: str) -> Callable:

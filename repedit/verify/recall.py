@@ -162,19 +162,45 @@ def _probability_rows(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]
     return rows, owner, free
 
 
+@torch.no_grad()
+def _packed_logprobs(handle, rows: list, owner: list, free: list) -> list[float] | None:
+    """The mean answer log-prob of every multiple-choice row then every free-text row (`_probability_rows`'
+    order) from one `PackedFacts` forward — each (set, form)'s rows share their prompt prefix once, no
+    padding, only answer positions unembedded; None where the model does not pack."""
+    from ..packed import PackedFacts, Rows, packable
+
+    flat = [(key[:2], p, c) for key, (p, c) in zip(owner, rows)] + [(key[:2], p, a) for key, p, a, _ in free]
+    members: dict[tuple, list[int]] = {}
+    for i, (group, _, _) in enumerate(flat):
+        members.setdefault(group, []).append(i)
+    groups = [Rows([flat[i][1] for i in idx], [flat[i][2] for i in idx]) for idx in members.values()]
+    if not flat or not packable(handle, groups):
+        return None
+    values = PackedFacts.of(handle, groups).answer_logprobs(handle).tolist()
+    out = [0.0] * len(flat)
+    for i, v in zip((i for idx in members.values() for i in idx), values):
+        out[i] = v
+    return out
+
+
 def _probabilities(handle, sets, batch_size: int, score=None, generate=None,
-                   max_new_tokens: int = 0) -> tuple[dict, dict, dict]:
+                   max_new_tokens: int = 0, packed: bool = False) -> tuple[dict, dict, dict]:
     """{(set, form, fact): answer probability}, {(set, "mc", fact): argmax is right} and {(set, form, fact):
     greedy text} (free-text forms; "" when `max_new_tokens` is 0). Multiple-choice options are scored in one
     batched pass (`score(prompts, continuations, batch_size)`, default `continuation_logprobs`); free-text
     answers are scored by the prefill their greedy generation starts from (`generate(prompts, answer_ids,
-    max_new_tokens, batch_size, answers)` -> (texts, log-probs), default `greedy_scored`)."""
+    max_new_tokens, batch_size, answers)` -> (texts, log-probs), default `greedy_scored`). `packed` (scores only,
+    `max_new_tokens` 0): every row from one packed forward (`_packed_logprobs`) where the model packs."""
     rows, owner, free = _probability_rows(handle, sets)
-    score = score or (lambda p, c, size: continuation_logprobs(handle, p, c, size))
-    generate = generate or (lambda p, a, n, size, answers: greedy_scored(handle, p, a, n, size, answers))
-    lps = score([r[0] for r in rows], [r[1] for r in rows], batch_size) if rows else []
-    outs, free_lps = generate([p for _, p, _, _ in free], [a for _, _, a, _ in free], max_new_tokens, batch_size,
-                              [a for *_, a in free]) if free else ([], [])
+    both = _packed_logprobs(handle, rows, owner, free) if packed and not max_new_tokens else None
+    if both is not None:
+        lps, outs, free_lps = both[: len(rows)], [""] * len(free), both[len(rows):]
+    else:
+        score = score or (lambda p, c, size: continuation_logprobs(handle, p, c, size))
+        generate = generate or (lambda p, a, n, size, answers: greedy_scored(handle, p, a, n, size, answers))
+        lps = score([r[0] for r in rows], [r[1] for r in rows], batch_size) if rows else []
+        outs, free_lps = generate([p for _, p, _, _ in free], [a for _, _, a, _ in free], max_new_tokens,
+                                  batch_size, [a for *_, a in free]) if free else ([], [])
     grouped: dict[tuple, list[float]] = {}
     for key, lp in zip(owner, lps):
         grouped.setdefault(key, []).append(lp)
@@ -233,10 +259,11 @@ def recall_probability(handle, facts: Sequence[Fact], forms: Sequence[str] = FOR
 
 def recall_probabilities(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]]], *,
                          batch_size: int = 16) -> list[float]:
-    """`recall_probability` of several (facts, forms) sets, every prompt of every set in one batched pass."""
+    """`recall_probability` of several (facts, forms) sets, every prompt of every set in one forward (packed:
+    each set's form's shared prefix once, no padding; models that do not pack: batched by shared prefix)."""
     for facts, forms in sets:
         _check(facts, forms)
-    probs = _probabilities(handle, sets, batch_size)[0]                      # max_new_tokens=0: scored only
+    probs = _probabilities(handle, sets, batch_size, packed=True)[0]         # max_new_tokens=0: scored only
     out = []
     for s, (facts, forms) in enumerate(sets):
         per_form = [sum(probs[(s, form, k)] for k in range(len(facts))) / len(facts) for form in forms]
