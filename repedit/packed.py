@@ -75,6 +75,15 @@ class Rows:
         return cls([list(r) for r in rows], [[pad_id]] * len(rows))
 
 
+@torch.no_grad()
+def packed_logprobs(handle, groups: Sequence[Rows]) -> list[float] | None:
+    """Mean log-prob per answer token of every row of `groups`, in order, from one `PackedFacts` forward
+    (each group's prompt prefix once, no padding); None where the model does not pack them (`packable`)."""
+    if not groups or not packable(handle, groups):
+        return None
+    return PackedFacts.of(handle, groups).answer_logprobs(handle).tolist()
+
+
 @dataclass(frozen=True)
 class PackedFacts:
     """Rows prompt + answer of several batches (`FactBatch`, one per form) packed for a training forward that

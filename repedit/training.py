@@ -132,6 +132,14 @@ def start_at(handle, layer: int, hidden: torch.Tensor) -> Iterator[None]:
             m.__dict__.pop("forward", None)
 
 
+def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam over float32 `params`, fused (one pass over each tensor instead of a dozen elementwise kernels: 3×
+    faster per element on the CPU, the same update up to the last bit of some elements) where torch fuses
+    it for their device (CPU, CUDA), else the default implementation."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
 @dataclass(frozen=True)
 class Trainable:
     """The tensors being trained. The optimiser updates `masters`: float32 leaves — the live parameter
@@ -146,7 +154,7 @@ class Trainable:
 
     def optimizer(self, lr: float) -> torch.optim.Optimizer:
         """Adam over the masters; after each `step()` the live parameters take the masters' values."""
-        opt = torch.optim.Adam(list(self.masters.values()), lr=lr)
+        opt = adam(list(self.masters.values()), lr)
         opt.register_step_post_hook(lambda *_: self.sync())
         return opt
 
@@ -157,7 +165,7 @@ class Trainable:
         all parameters never coexist (fine-tuning every weight holds one gradient at a time instead of P).
         The same numbers as `optimizer(lr)` with `zero_grad(); backward(); step()`: Adam is per element. Safe
         because a parameter's gradient is complete only after every node that saved it has run."""
-        opts = {n: torch.optim.Adam([m], lr=lr) for n, m in self.masters.items()}
+        opts = {n: adam([m], lr) for n, m in self.masters.items()}
 
         @torch.no_grad()
         def step(n: str) -> None:

@@ -239,3 +239,21 @@ def test_adam_in_backward_equals_adam_and_holds_one_gradient_at_a_time(model_in,
     finally:
         for p in h.model.parameters():
             p.grad = None
+
+
+def test_fused_adam_takes_adams_steps():
+    """`training.adam` (fused on the CPU) updates as torch's reference Adam does, up to the last bit."""
+    from repedit.training import adam
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    start = torch.randn(4096, generator=gen, device="cpu")
+    grads = [torch.randn(4096, generator=gen, device="cpu") * (k + 1) for k in range(6)]
+    fast, ref = start.clone().requires_grad_(), start.clone().requires_grad_()
+    opt, ref_opt = adam([fast], 1e-3), torch.optim.Adam([ref], lr=1e-3, foreach=False)
+    assert opt.defaults["fused"]
+    for g in grads:
+        for p, o in ((fast, opt), (ref, ref_opt)):
+            p.grad = g.clone()
+            o.step()
+    assert not torch.equal(fast, start)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-7)

@@ -167,16 +167,16 @@ def _packed_logprobs(handle, rows: list, owner: list, free: list) -> list[float]
     """The mean answer log-prob of every multiple-choice row then every free-text row (`_probability_rows`'
     order) from one `PackedFacts` forward — each (set, form)'s rows share their prompt prefix once, no
     padding, only answer positions unembedded; None where the model does not pack."""
-    from ..packed import PackedFacts, Rows, packable
+    from ..packed import Rows, packed_logprobs
 
     flat = [(key[:2], p, c) for key, (p, c) in zip(owner, rows)] + [(key[:2], p, a) for key, p, a, _ in free]
     members: dict[tuple, list[int]] = {}
     for i, (group, _, _) in enumerate(flat):
         members.setdefault(group, []).append(i)
-    groups = [Rows([flat[i][1] for i in idx], [flat[i][2] for i in idx]) for idx in members.values()]
-    if not flat or not packable(handle, groups):
+    values = packed_logprobs(handle, [Rows([flat[i][1] for i in idx], [flat[i][2] for i in idx])
+                                      for idx in members.values()])
+    if values is None:
         return None
-    values = PackedFacts.of(handle, groups).answer_logprobs(handle).tolist()
     out = [0.0] * len(flat)
     for i, v in zip((i for idx in members.values() for i in idx), values):
         out[i] = v
@@ -276,13 +276,19 @@ def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blan
     """Length-normalised answer log-prob of each fact, averaged over `forms` (no mc): [n_facts]."""
     if "mc" in forms:
         raise InputError("answer_logprobs() scores free-text forms; leave out 'mc'")
+    from ..packed import Rows, packed_logprobs
+
     prompts, conts = [], []
     for form in forms:
         for f in facts:
             spec = f.forms[form]
             prompts.append(prompt_ids(handle, spec["prompt"], spec["chat"]))
             conts.append(answer_ids(handle, f.answer, spec["chat"]))
-    lps = torch.tensor(continuation_logprobs(handle, prompts, conts, batch_size, writes=writes), device="cpu")
+    n = len(facts)                       # without rewrites: every form's rows in one packed forward
+    packed = None if writes else packed_logprobs(handle, [Rows(prompts[i: i + n], conts[i: i + n])
+                                                          for i in range(0, len(prompts), n)])
+    lps = torch.tensor(packed if packed is not None else
+                       continuation_logprobs(handle, prompts, conts, batch_size, writes=writes), device="cpu")
     return lps.view(len(forms), len(facts)).mean(0)
 
 
