@@ -11,6 +11,7 @@ Stages (the compare recipe's targets: France, Japan, Germany, Italy; 10 retain; 
     sae-align  SAE unknown-alignment of France (one target, the recipe default)
     sae-align-4  the four targets as a compare builds them (seconds per target; they share reference codes)
     monitor    one check of the trained baselines' monitor (forget + neighbours answer probability)
+    attacks    one round of a compare run's attacks on ROCR's edits (prefixes, trace detection, relearning)
     mrp        one MRP task (the four forget facts)
     kn         knowledge neurons of France's capital fact
     ga, npo    seconds per training step of the compare recipe's GA / NPO (every down_proj; 5 steps, no stop)
@@ -33,7 +34,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("measure", "rocr", "sae-align", "sae-align-4", "mrp", "kn", "ga", "npo", "rmu", "relearn", "monitor")
+STAGES = ("measure", "rocr", "sae-align", "sae-align-4", "mrp", "kn", "ga", "npo", "rmu", "relearn", "monitor",
+          "attacks")
 
 
 def _worktree(ref: str) -> Path:

@@ -168,10 +168,9 @@ class PackedFacts:
         mask = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
         return mask.masked_fill(~self.allowed, torch.finfo(dtype).min)
 
-    def hidden_after(self, handle, layer: int) -> torch.Tensor:
-        """Residual stream after block `layer` at every answer-predicting position, in `pick` order:
-        [answer tokens, d_model] (for `Rows.last_tokens`: each row's last token, one per row); the forward
-        stops after that block. Gradients are kept."""
+    def residual_after(self, handle, layer: int) -> torch.Tensor:
+        """Residual stream [seqs, T, d_model] after block `layer` of the packed sequences; the forward stops
+        there. Gradients are kept (inside `training.start_at`, blocks below its layer are skipped)."""
         from .backends.base import StopForward
 
         got = {}
@@ -188,8 +187,13 @@ class PackedFacts:
             pass
         finally:
             hook.remove()
+        return got["h"]
+
+    def hidden_after(self, handle, layer: int) -> torch.Tensor:
+        """Residual stream after block `layer` at every answer-predicting position, in `pick` order:
+        [answer tokens, d_model] (for `Rows.last_tokens`: each row's last token, one per row)."""
+        h = self.residual_after(handle, layer)
         seq_i, keep_i, _ = self.pick
-        h = got["h"]
         return h[seq_i.to(h.device), self.keep.to(h.device)[keep_i.to(h.device)]]
 
     def answer_logprobs(self, handle) -> torch.Tensor:

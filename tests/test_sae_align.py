@@ -195,3 +195,21 @@ def test_reference_codes_packed_equal_padded_rows_and_each_is_computed_once(mode
     for got, names in ((packed, KNOWN[:6]), (later, list(KNOWN[1:6]) + ["Peru"])):
         want = torch.stack([ref[e] for e in names]).mean(0)
         assert float((got - want).abs().max()) <= tol * float(want.abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_knownness_features_packed_equal_captured(model_in, dtype):
+    """The knownness probe reads every frame × entity text from one packed forward per call: the residual
+    (no SAE) and the SAE codes equal what `capture` reads from right-padded batches."""
+    from repedit.sites import Site
+    from repedit.verify.sae_codes import EVAL_FRAMES, entity_features, frame_features
+
+    h, sae = model_in(dtype), load_sae(SAE_DIR)
+    entities = list(KNOWN[:5]) + ["Zorbania", "United States of America"]
+    texts = [f.format(e) for f in EVAL_FRAMES for e in entities]
+    tol = {torch.float32: 1e-4, torch.bfloat16: 5e-2}[dtype]
+    for model_sae, site in ((None, Site(15, "resid_post")), (sae, sae_site(sae))):
+        got = frame_features(h, model_sae, EVAL_FRAMES, entities, site)
+        want = entity_features(h, model_sae, texts, site)
+        assert got.shape == want.shape == (len(texts), want.shape[1])
+        assert float((got.float() - want.float()).abs().max()) <= tol * float(want.float().abs().max())

@@ -122,6 +122,43 @@ def stage_relearn():
     return wall, cpu, {"train": curve.train, "held_out": curve.held_out}
 
 
+def stage_attacks():
+    """One round of a compare run's attacks on an edited model (prefixes, trace detection over 40 prompts, the
+    10-step relearning attack), the second round (the first warms caches); ROCR's four edits applied."""
+    import tempfile
+    from pathlib import Path
+
+    from bench_common import FORGET
+
+    from repedit import load
+    from repedit.edits.fold import untie_embeddings
+    from repedit.edits.stack import EditStack
+    from repedit.recipes import runner
+    from repedit.recipes.compare import compare_recipe
+    from repedit.recipes.measure import resolve
+    from repedit.recipes.schema import load_recipe
+
+    path = Path(tempfile.mkdtemp()) / "attacks.toml"
+    path.write_text(compare_recipe(FORGET, ["rocr"], name="attacks", relearn_steps=10, trace_prompts=40, sae=None,
+                                   quick=False, seed=0))
+    recipe = load_recipe(path)
+    handle = load("smollm2-135m")
+    untie_embeddings(handle)
+    res = resolve(handle, recipe)
+    orig = runner._original_records(handle, recipe, res, {})
+    ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts, None, False)
+    stack = EditStack(handle)
+    from repedit.models.presets import resolve_config
+
+    for e in METHODS["rocr"].build(ctx, resolve_config(method_config("rocr", recipe.edits[0].config), handle)):
+        stack.push(e)
+    runner._attacks(handle, recipe, res, orig, stack)
+    out, wall, cpu = _timed(lambda: runner._attacks(handle, recipe, res, orig, stack))
+    stack.revert_all()
+    return wall, cpu, {"prefixes": out["prefixes"], "trace_accuracy": out["trace_accuracy"],
+                       "relearn": {k: out["relearn"][k] for k in ("train", "held_out")}}
+
+
 def stage_kn():
     from repedit.locate.knowledge_neurons import knowledge_neurons
 

@@ -154,6 +154,40 @@ def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Ten
     return _sae_codes(sae, select_positions(h, batch["attention_mask"].to(h.device), -1))
 
 
+class _CodeRows:
+    """The texts template × entity (template-major) whose SAE codes the objective reads every step. On models
+    that pack: one packed forward (rows of a template — or, for one entity, of a kind of template — share
+    their prefix once; no padding); else right-padded rows (`_encode`)."""
+
+    def __init__(self, handle, templates: Sequence[tuple[str, bool]], entities: Sequence[str]):
+        from ..packed import PackedFacts, Rows, packable
+
+        tok = handle.tokenizer
+        rows = [tok.encode(t.format(e), add_special_tokens=not chat) for t, chat in templates for e in entities]
+        members: dict = {}
+        for i in range(len(rows)):
+            t = templates[i // len(entities)]
+            members.setdefault(t if len(entities) > 1 else bool(t[1]), []).append(i)
+        groups = [Rows.last_tokens([rows[i] for i in idx], handle.pad_id) for idx in members.values()]
+        self.packed = PackedFacts.of(handle, groups) if packable(handle, groups) else None
+        order = [i for idx in members.values() for i in idx]          # packed row -> template-major row
+        self.back = torch.argsort(torch.tensor(order, device="cpu"))
+        self.padded = None if self.packed else _encode(handle, templates, entities)
+
+    def entry(self, handle, layer: int) -> torch.Tensor:
+        """The residual after block `layer` of this batch (what `start_at` feeds the next block)."""
+        if self.packed is not None:
+            return self.packed.residual_after(handle, layer)
+        return residual_after(handle, self.padded["input_ids"], self.padded["attention_mask"], layer)
+
+    def codes(self, handle, sae, site: Site) -> torch.Tensor:
+        """SAE codes [rows, d_sae] at each text's last token, template-major (grad-aware)."""
+        if self.packed is None:
+            return _codes(handle, sae, site, self.padded)
+        got = _sae_codes(sae, self.packed.hidden_after(handle, site.layer))
+        return got[self.back.to(got.device)]
+
+
 def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]], entities: Sequence[str],
                 cache: dict | None = None) -> torch.Tensor:
     """Mean code [n_templates, d_sae] of `entities` in each template. Each (template, entity) code is computed
@@ -266,10 +300,10 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
         mu_k, mu_u = (_mean_codes(h, sae, site, templates, known, codes),
                       _mean_codes(h, sae, site, templates, unknown, codes))
         scale = ((mu_k - mu_u) ** 2).sum(-1)                                       # D_t [n_t]
-        batches["target"] = _encode(h, templates, [name])
+        batches["target"] = _CodeRows(h, templates, [name])
         if ret_names and cfg.retain_weight:
-            batches["retain"] = _encode(h, templates[: cfg.retain_frames], ret_names)
-            ref["retain"] = _codes(h, sae, site, batches["retain"])
+            batches["retain"] = _CodeRows(h, templates[: cfg.retain_frames], ret_names)
+            ref["retain"] = batches["retain"].codes(h, sae, site)
             ref["retain_scale"] = scale[: cfg.retain_frames].repeat_interleave(len(ret_names))
         if ret_facts and cfg.retain_forms and cfg.fact_weight:
             batches["facts"] = pad_rows([prompt_ids(h, f.forms[form]["prompt"], f.forms[form]["chat"])
@@ -284,7 +318,8 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
         got = capture(h, [f.format(name) for f in cfg.frames], [Site(l, "mlp_hidden") for l in cfg.layers])
         keys = {s.layer: got[s].float().mean(0) for s in got.acts}    # the target's mean MLP key (V's init)
         # nothing below the first edited layer trains: its input is computed once per batch and reused
-        entry = {key: residual_after(h, b["input_ids"], b["attention_mask"], first - 1)
+        entry = {key: b.entry(h, first - 1) if isinstance(b, _CodeRows) else
+                 residual_after(h, b["input_ids"], b["attention_mask"], first - 1)
                  for key, b in batches.items()} | (pool_entry if pool else {}) if first else {}
 
     def frm(key):
@@ -292,13 +327,13 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
 
     def objective(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with frm("target"):
-            f = _codes(h, sae, site, batches["target"])
+            f = batches["target"].codes(h, sae, site)
         parts = {"sae": (((f - mu_u) ** 2).sum(-1) / scale).mean(),
                  "push": (((f - mu_k) ** 2).sum(-1) / scale).clamp(max=cfg.margin).mean()}
         loss = parts["sae"] - cfg.beta * parts["push"]
         if "retain" in batches:
             with frm("retain"):
-                got = _codes(h, sae, site, batches["retain"])
+                got = batches["retain"].codes(h, sae, site)
             parts["retain"] = (((got - ref["retain"]) ** 2).sum(-1) / ref["retain_scale"]).mean()
             loss = loss + cfg.retain_weight * parts["retain"]
         if "facts" in batches:

@@ -40,6 +40,26 @@ def entity_features(handle, sae, texts: Sequence[str], site: Site) -> torch.Tens
     return capture(handle, list(texts), [site], batch_size=32, progress=False)[site].float()
 
 
+def frame_features(handle, sae, frames: Sequence[str], entities: Sequence[str], site: Site) -> torch.Tensor:
+    """`entity_features` of every frame filled with every entity, frame-major: [frames × entities, d]. For the
+    residual after a block at the last token (the knownness probe's site), on models that pack, each frame's
+    texts run in one packed forward (the frame's prefix once, no padding; `PackedFacts.hidden_after`)."""
+    from ..packed import PackedFacts, Rows, packable
+    from ..sites import Point
+
+    if site.position == -1 and site.point == Point.RESID_POST:
+        tok = handle.tokenizer                           # the tokens `capture` runs (handle.encode, ≤ 256)
+        groups = [Rows.last_tokens([tok.encode(f.format(e), add_special_tokens=True)[-256:] for e in entities],
+                                   handle.pad_id) for f in frames]
+        if packable(handle, groups):
+            from ..saes import sae_on
+
+            with torch.no_grad():
+                h = PackedFacts.of(handle, groups).hidden_after(handle, site.layer)
+                return h.float() if sae is None else sae_on(sae, h.device).encode(h.to(sae.W_dec.dtype))
+    return entity_features(handle, sae, [f.format(e) for f in frames for e in entities], site)
+
+
 @dataclass(frozen=True)
 class KnownnessClassifier:
     """Logistic probe on SAE codes, or on the residual when fitted without an SAE (label 1 = known);
@@ -53,8 +73,7 @@ class KnownnessClassifier:
         """P(known) [n_entities], mean over the classifier's frames (`sae`: the one it was fitted with, or None)."""
         if not entities:
             raise InputError("p_known() needs at least one entity")
-        texts = [f.format(e) for f in self.frames for e in entities]
-        feats = entity_features(handle, sae, texts, self.probe.site)
+        feats = frame_features(handle, sae, self.frames, entities, self.probe.site)
         return torch.sigmoid(self.probe(feats)).view(len(self.frames), len(entities)).mean(0)
 
 
@@ -69,8 +88,7 @@ def fit_knownness(handle, sae, known: Sequence[str], unknown: Sequence[str],
     if sae is None and site is None:
         raise InputError("fit_knownness() without an SAE needs the residual site, e.g. Site(15, 'resid_post')")
     site = sae_site(sae) if sae is not None else site
-    k = entity_features(handle, sae, [f.format(e) for f in frames for e in known], site)
-    u = entity_features(handle, sae, [f.format(e) for f in frames for e in unknown], site)
+    k, u = frame_features(handle, sae, frames, known, site), frame_features(handle, sae, frames, unknown, site)
     # 5 folds by entity: no entity is in a fold's training and test rows at once
     groups = [i % 5 for _ in frames for i in range(len(known))] + [i % 5 for _ in frames for i in range(len(unknown))]
     probe = fit_probe(torch.cat([k, u]), [1] * len(k) + [0] * len(u), groups=groups, site=site)
