@@ -201,10 +201,12 @@ def test_reference_codes_packed_equal_padded_rows_and_each_is_computed_once(mode
 def test_knownness_features_packed_equal_captured(model_in, dtype):
     """The knownness probe reads every frame × entity text from one packed forward per call: the residual
     (no SAE) and the SAE codes equal what `capture` reads from right-padded batches."""
+    from repedit.packed import Rows, packable
     from repedit.sites import Site
     from repedit.verify.sae_codes import EVAL_FRAMES, entity_features, frame_features
 
     h, sae = model_in(dtype), load_sae(SAE_DIR)
+    assert packable(h, [Rows.last_tokens([[1, 2, 3]], h.pad_id)])          # the packed path runs
     entities = list(KNOWN[:5]) + ["Zorbania", "United States of America"]
     texts = [f.format(e) for f in EVAL_FRAMES for e in entities]
     tol = {torch.float32: 1e-4, torch.bfloat16: 5e-2}[dtype]
