@@ -171,23 +171,11 @@ class PackedFacts:
     def residual_after(self, handle, layer: int) -> torch.Tensor:
         """Residual stream [seqs, T, d_model] after block `layer` of the packed sequences; the forward stops
         there. Gradients are kept (inside `training.start_at`, blocks below its layer are skipped)."""
-        from .backends.base import StopForward
+        from .training import run_until
 
-        got = {}
-
-        def grab(_m, _args, out):
-            got["h"] = out[0] if isinstance(out, tuple) else out
-            raise StopForward
-
-        hook = handle.layer_module(layer).register_forward_hook(grab)
-        try:
-            handle.model(input_ids=self.input_ids, attention_mask=self._mask(handle), position_ids=self.position_ids,
-                         use_cache=False)
-        except StopForward:
-            pass
-        finally:
-            hook.remove()
-        return got["h"]
+        mask = self._mask(handle)
+        return run_until(handle, layer, lambda: handle.model(input_ids=self.input_ids, attention_mask=mask,
+                                                             position_ids=self.position_ids, use_cache=False))
 
     def hidden_after(self, handle, layer: int) -> torch.Tensor:
         """Residual stream after block `layer` at every answer-predicting position, in `pick` order:

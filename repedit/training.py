@@ -4,7 +4,7 @@ and puts every weight back bit for bit afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -63,9 +63,9 @@ def lm_loss(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
                                              ignore_index=-100)
 
 
-def residual_after(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
-    """Residual stream [batch, seq, d_model] at the output of block `layer`, gradients kept; the
-    forward stops there (later blocks never run)."""
+def run_until(handle, layer: int, forward: Callable[[], object]) -> torch.Tensor:
+    """The residual stream [batch, seq, d_model] at the output of block `layer` while `forward()` (a call into
+    the model) runs, gradients kept; the forward stops there (later blocks never run)."""
     from .backends.base import StopForward
 
     got = {}
@@ -76,12 +76,17 @@ def residual_after(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
     hook = handle.layer_module(layer).register_forward_hook(grab)
     try:
-        handle.forward(input_ids, attention_mask)
+        forward()
     except StopForward:
         pass
     finally:
         hook.remove()
     return got["h"]
+
+
+def residual_after(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """Residual stream [batch, seq, d_model] at the output of block `layer` of a plain forward (`run_until`)."""
+    return run_until(handle, layer, lambda: handle.forward(input_ids, attention_mask))
 
 
 def last_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
