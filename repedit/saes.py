@@ -299,3 +299,9 @@ def sae_on(sae, device: torch.device | str):
     if sae.W_dec.device != torch.device(device):
         sae.to(device)
     return sae
+
+
+def sae_encode(sae, x: torch.Tensor) -> torch.Tensor:
+    """SAE codes [n, d_sae] of activations x [n, d_in]: the SAE meets them on their device (`sae_on`), in
+    its own precision."""
+    return sae_on(sae, x.device).encode(x.to(sae.W_dec.dtype))

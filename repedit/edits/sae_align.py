@@ -47,6 +47,7 @@ from ..capture import capture, select_positions
 from ..errors import ConfigError, InputError
 from ..models.handle import pad_rows
 from ..models.presets import resolve_config
+from ..saes import sae_encode
 from ..sites import Site
 from ..suites import Fact, load_text
 from ..suites.references import frames as kind_frames
@@ -140,18 +141,10 @@ def _encode(handle, templates: Sequence[tuple[str, bool]], entities: Sequence[st
     return pad_rows(rows, handle.pad_id, device=handle.input_device)
 
 
-def _sae_codes(sae, x: torch.Tensor) -> torch.Tensor:
-    """SAE codes [n, d_sae] of residuals x [n, d_model]: the SAE meets them on their device (`sae_on`), in
-    the SAE's own precision (float32 as loaded)."""
-    from ..saes import sae_on
-
-    return sae_on(sae, x.device).encode(x.to(sae.W_dec.dtype))
-
-
 def _codes(handle, sae, site: Site, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """SAE codes [n, d_sae] at the last real token, forward stopped after the SAE's layer (grad-aware)."""
     h = residual_after(handle, batch["input_ids"], batch["attention_mask"], site.layer)
-    return _sae_codes(sae, select_positions(h, batch["attention_mask"].to(h.device), -1))
+    return sae_encode(sae, select_positions(h, batch["attention_mask"].to(h.device), -1))
 
 
 class _CodeRows:
@@ -184,7 +177,7 @@ class _CodeRows:
         """SAE codes [rows, d_sae] at each text's last token, template-major (grad-aware)."""
         if self.packed is None:
             return _codes(handle, sae, site, self.padded)
-        got = _sae_codes(sae, self.packed.hidden_after(handle, site.layer))
+        got = sae_encode(sae, self.packed.hidden_after(handle, site.layer))
         return got[self.back.to(got.device)]
 
 
@@ -206,7 +199,7 @@ def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]], 
     rows = {t: [tok.encode(t[0].format(e), add_special_tokens=not t[1]) for e in es] for t, es in todo.items()}
     groups = [Rows.last_tokens(r, handle.pad_id) for r in rows.values()]
     if groups and packable(handle, groups):
-        codes = _sae_codes(sae, PackedFacts.of(handle, groups).hidden_after(handle, site.layer))
+        codes = sae_encode(sae, PackedFacts.of(handle, groups).hidden_after(handle, site.layer))
         cache.update(zip([(t, e) for t, es in todo.items() for e in es], codes))
     else:
         for chat in (False, True):                  # plain frames are not padded to the chat prompts' length

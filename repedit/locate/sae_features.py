@@ -34,9 +34,9 @@ def encode_texts(handle, sae, texts: Sequence[str], site: Site) -> torch.Tensor:
     acts = capture(handle, list(texts), [site])[site]
     if site.position is None:
         acts = torch.stack([a[1:].mean(0) if len(a) > 1 else a[0] for a in acts])
-    from ..saes import sae_on
+    from ..saes import sae_encode
 
-    return sae_on(sae, acts.device).encode(acts.to(sae.W_dec.dtype))
+    return sae_encode(sae, acts)
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,11 @@ def frame_features(handle, sae, frames: Sequence[str], entities: Sequence[str], 
         groups = [Rows.last_tokens([tok.encode(f.format(e), add_special_tokens=True)[-256:] for e in entities],
                                    handle.pad_id) for f in frames]
         if packable(handle, groups):
-            from ..saes import sae_on
+            from ..saes import sae_encode
 
             with torch.no_grad():
                 h = PackedFacts.of(handle, groups).hidden_after(handle, site.layer)
-                return h.float() if sae is None else sae_on(sae, h.device).encode(h.to(sae.W_dec.dtype))
+                return h.float() if sae is None else sae_encode(sae, h)
     return entity_features(handle, sae, [f.format(e) for f in frames for e in entities], site)
 
 
