@@ -105,6 +105,26 @@ def last_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Ten
     return logits[torch.arange(len(last), device=logits.device), row_pos.to(logits.device)]
 
 
+def real_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits [real tokens, vocab] at every position whose mask is 1 (row-major), gradients kept; on Hugging
+    Face models padding never reaches the unembedding (only the real positions are unembedded)."""
+    from .generation import keeps_tail_logits
+
+    keep = attention_mask.bool()
+    if not keeps_tail_logits(handle):
+        logits = handle.forward(input_ids, attention_mask)
+        return logits[keep.to(logits.device)]
+
+    def real_rows(_m, args):                      # [batch, seq, d] -> [1, real tokens, d]
+        return (args[0][keep.to(args[0].device)][None], *args[1:])
+
+    hook = handle.model.get_output_embeddings().register_forward_pre_hook(real_rows)
+    try:
+        return handle.forward(input_ids, attention_mask)[0]
+    finally:
+        hook.remove()
+
+
 def _pass_hidden(hidden_states, *args, **kwargs):
     return hidden_states
 

@@ -2,6 +2,7 @@
 padded forward, early-stopping greedy decoding keeps every verdict of full-length generation, and a
 forward started at a cached layer equals the full forward."""
 
+import pytest
 import torch
 
 from repedit.capture import select_positions
@@ -9,7 +10,7 @@ from repedit.generation import batch_order, shared_prefix
 from repedit.models.handle import pad_rows
 from repedit.suites import load_suite
 from repedit.text import answer_ids, continuation_logprobs, prompt_ids, span_logprobs
-from repedit.training import last_token_logits, residual_after, start_at
+from repedit.training import last_token_logits, residual_after, start_at, training_only
 from repedit.verify.recall import _mentions, greedy
 
 
@@ -124,3 +125,29 @@ def test_measurement_path_in_bfloat16(model_in):
     plain = torch.tensor(continuation_logprobs(h, prompts, conts, batch_size=8))
     assert torch.isfinite(plain).all() and torch.allclose(torch.tensor(scores), plain, atol=0.1), \
         (torch.tensor(scores) - plain).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_real_token_logits_equal_the_full_forward_at_the_real_positions(model_in, dtype):
+    """Only the real (mask 1) positions are unembedded, padding never; gradients reach the residual stream."""
+    from repedit.training import real_token_logits
+
+    handle = model_in(dtype)
+    batch = handle.encode(["The capital of France is Paris, a city on the Seine.", "Tokyo is"])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert int(mask.sum()) < mask.numel()                                  # the second row is padded
+    full = handle.logits(ids, mask)
+    got = real_token_logits(handle, ids, mask)
+    assert got.shape == (int(mask.sum()), full.shape[-1])
+    assert torch.equal(got, full[mask.bool().to(full.device)])
+    seen = []
+    hook = handle.model.get_output_embeddings().register_forward_hook(lambda m, a, o: seen.append(a[0].shape))
+    try:
+        with training_only(handle, ()), torch.enable_grad():      # nothing left on the shared handle's weights
+            hidden = residual_after(handle, ids, mask, 2).detach().requires_grad_(True)
+            with start_at(handle, 3, hidden):
+                real_token_logits(handle, ids, mask).float().logsumexp(-1).sum().backward()
+    finally:
+        hook.remove()
+    assert seen == [torch.Size([1, int(mask.sum()), handle.model.config.hidden_size])]
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0

@@ -40,3 +40,19 @@ def setup(method: str = "rocr"):
 
         untie_embeddings(handle)
     return handle, recipe, resolve(handle, recipe)
+
+
+def builder(method: str, forget_n: int | None = None, **changes):
+    """A function building `method` as the compare recipe configures it (fields in `changes` replaced)."""
+    import dataclasses
+
+    import torch
+
+    from repedit.models.presets import resolve_config
+    from repedit.recipes.methods import METHODS, Context, method_config
+
+    handle, recipe, res = setup(method)
+    ctx = Context(handle, res.forget[:forget_n], res.retain, res.known, res.pool, recipe.targets.contexts,
+                  recipe.attacks.sae, False, monitor=None, references=())
+    cfg = dataclasses.replace(resolve_config(method_config(method, recipe.edits[0].config), handle), **changes)
+    return lambda: (torch.manual_seed(0), METHODS[method].build(ctx, cfg))[1]

@@ -5,7 +5,6 @@ Writes {"seconds", "cpu_seconds", "numbers", "peak_rss_mb"} to OUT (the worker's
 model, its setup and the stage).
 """
 
-import dataclasses
 import json
 import resource
 import sys
@@ -18,22 +17,12 @@ import torch  # noqa: E402
 torch.set_num_threads(int(sys.argv[4]))
 
 # bench_common is this script's neighbour (its folder is on sys.path, after the tree), not the tree's
+from bench_common import builder as _build  # noqa: E402
 from bench_common import setup as _setup  # noqa: E402
 from bench_common import timed as _timed  # noqa: E402
 
 from repedit.recipes.measure import measure_facts  # noqa: E402
 from repedit.recipes.methods import METHODS, Context, method_config  # noqa: E402
-
-
-def _build(method: str, forget_n: int | None = None, **changes):
-    """A function building `method` as the compare recipe configures it (fields in `changes` replaced)."""
-    from repedit.models.presets import resolve_config
-
-    handle, recipe, res = _setup(method)
-    ctx = Context(handle, res.forget[:forget_n], res.retain, res.known, res.pool, recipe.targets.contexts,
-                  recipe.attacks.sae, False, monitor=None, references=())
-    cfg = dataclasses.replace(resolve_config(method_config(method, recipe.edits[0].config), handle), **changes)
-    return lambda: (torch.manual_seed(0), METHODS[method].build(ctx, cfg))[1]
 
 
 def _factor_norms(built) -> list:

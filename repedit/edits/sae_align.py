@@ -51,7 +51,7 @@ from ..saes import sae_encode
 from ..sites import Site
 from ..suites import Fact, load_text
 from ..suites.references import frames as kind_frames
-from ..training import last_token_logits, residual_after, start_at, training_only
+from ..training import last_token_logits, real_token_logits, residual_after, start_at, training_only
 from .base import Edit, config_record
 from .lowrank import TrainableLowRank, sink_keys_basis
 
@@ -210,18 +210,26 @@ def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]], 
     return torch.stack([torch.stack([cache[(t, e)] for e in entities]).mean(0) for t in templates])
 
 
+def _kl(logp0: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """KL(p0 ‖ p) per row from log-probs [N, vocab] (summed elementwise: a dot product over the vocabulary of
+    z and p0 separately would cancel ~20-sized terms down to ~0.01 and lose float32 precision)."""
+    return (logp0.exp() * (logp0 - logp)).sum(-1)
+
+
 def _last_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token log-probs [n, vocab] at each row's last real token."""
     return torch.log_softmax(last_token_logits(handle, batch["input_ids"], batch["attention_mask"]).float(), -1)
 
 
-def _kl(logp0: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    return (logp0.exp() * (logp0 - logp)).sum(-1)
+def _lm_logp(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token log-probs [real tokens, vocab] of a clean-text batch (padding is not unembedded)."""
+    return torch.log_softmax(real_token_logits(handle, batch["input_ids"], batch["attention_mask"]).float(), -1)
 
 
 def _lm_pool(handle, texts: Sequence[str] | None, cfg: SAEAlignConfig, first: int) -> tuple[list, list, dict]:
-    """The LM term's clean-text batches, their original next-token log-probs (float16 keeps them small) and,
-    with `first` > 0, their residual entering block `first` (keyed by batch index)."""
+    """The LM term's clean-text batches, their original next-token log-probs at the real tokens [tokens, vocab]
+    (float16 keeps them small) and, with `first` > 0, their residual entering block `first`
+    (keyed by batch index)."""
     from ..saes import text_chunks
 
     chunks = text_chunks(handle, list(texts) if texts else load_text("wiki", "train")[:20], cfg.lm_tokens)
@@ -229,7 +237,7 @@ def _lm_pool(handle, texts: Sequence[str] | None, cfg: SAEAlignConfig, first: in
         raise InputError("texts gave no chunk of at least 16 tokens for the LM term")
     pool = [handle.encode(chunks[i: i + cfg.lm_batch], max_length=cfg.lm_tokens)
             for i in range(0, min(cfg.lm_texts, len(chunks)), cfg.lm_batch)]
-    ref = [torch.log_softmax(handle.forward(**b).float(), -1).half() for b in pool]
+    ref = [_lm_logp(handle, b).half() for b in pool]
     entry = {i: residual_after(handle, b["input_ids"], b["attention_mask"], first - 1)
              for i, b in enumerate(pool)} if first else {}
     return pool, ref, entry
@@ -336,8 +344,7 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
         if pool:
             b = pool[step % len(pool)]
             with frm(step % len(pool)):
-                logp = torch.log_softmax(h.forward(**b).float(), -1)
-            parts["lm_kl"] = _kl(ref["lm"][step % len(pool)].float(), logp)[b["attention_mask"].bool()].mean()
+                parts["lm_kl"] = _kl(ref["lm"][step % len(pool)].float(), _lm_logp(h, b)).mean()  # real tokens
             loss = loss + cfg.lm_weight * parts["lm_kl"]
         return loss, parts
 
@@ -350,8 +357,9 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     log: list[dict[str, float]] = []
     with training_only(h, ()), torch.enable_grad(), trainable:      # every weight frozen, flags restored
         bar = tqdm(range(cfg.steps + 1), disable=not progress, desc=f"sae-align {name}")
-        for step in bar:                                     # the last pass only measures
-            loss, parts = objective(step)
+        for step in bar:                                     # the last pass only measures (no graph)
+            with torch.set_grad_enabled(step < cfg.steps):
+                loss, parts = objective(step)
             log.append({k: float(v.detach()) for k, v in parts.items()} | {"loss": float(loss.detach())})
             bar.set_postfix({k: round(v, 3) for k, v in log[-1].items()})
             if step == cfg.steps:
