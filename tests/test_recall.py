@@ -48,8 +48,9 @@ def test_perplexity_is_low_on_real_text_and_high_on_shuffled(smol):
 
 
 def test_perplexity_equals_hugging_face_loss_per_document(smol):
-    """Batched, padded and scored one row at a time, perplexity is exp of Hugging Face's own mean loss over
-    all documents' tokens, each document run alone (lengths differ, so the batches are padded)."""
+    """Batched, padded (only the real tokens unembedded) and scored a chunk of positions at a time, perplexity is
+    exp of Hugging Face's own mean loss over all documents' tokens, each document run alone (lengths differ,
+    so the batches are padded)."""
     import math
 
     import torch

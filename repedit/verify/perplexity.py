@@ -24,18 +24,21 @@ def document_batches(handle, texts: Sequence[str], *, max_length: int = 256,
 
 
 @torch.no_grad()
-def batch_nll(handle, rows: list[list[int]]) -> tuple[float, int]:
+def batch_nll(handle, rows: list[list[int]], chunk: int = 256) -> tuple[float, int]:
     """(Σ next-token NLL, scored tokens) of one batch of token rows (the first token is never scored)."""
+    from ..training import real_token_logits
+
     batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    logits = handle.logits(ids, mask)                                        # [batch, seq, vocab]
-    # the label of position t is token t+1; the last position and padding score nothing (-100). One row at a
-    # time: cross_entropy's log-softmax (and a half-precision model's float32 copy) is one row's size, not the
-    # batch's (8 × 256 × 49k float32 is 400 MB: a measurement's peak)
-    targets = torch.cat([ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100), ids.new_full((len(rows), 1), -100)], 1)
-    targets = targets.to(logits.device)
-    nll = sum(float(torch.nn.functional.cross_entropy(logits[i].float(), targets[i], ignore_index=-100,
-                                                      reduction="sum")) for i in range(len(rows)))
+    logits = real_token_logits(handle, ids, mask)                           # [real tokens, vocab]: no padding
+    # the label of position t is token t+1; each row's last position scores nothing (-100). `chunk` positions at
+    # a time: cross_entropy's log-softmax (and a half-precision model's float32 copy) is a chunk's size, not
+    # the batch's (8 × 256 × 49k float32 is 400 MB: a measurement's peak)
+    following = torch.cat([ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100), ids.new_full((len(rows), 1), -100)], 1)
+    targets = following[mask.bool()].to(logits.device)                     # [real tokens]
+    nll = sum(float(torch.nn.functional.cross_entropy(logits[i: i + chunk].float(), targets[i: i + chunk],
+                                                      ignore_index=-100, reduction="sum"))
+              for i in range(0, len(targets), chunk))
     return nll, int(mask[:, 1:].sum())
 
 
