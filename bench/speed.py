@@ -19,7 +19,9 @@ Stages (the compare recipe's targets: France, Japan, Germany, Italy; 10 retain; 
     relearn    the relearning attack of a compare run (10 steps, every weight), with the worker's peak memory
 
 Prints a table (old s, new s, old/new, largest relative difference of the numbers) and writes
-bench/speed.json. CPU seconds (process time) are reported beside wall seconds: on a shared machine they
+bench/speed.json; exits non-zero when a stage's numbers differ by more than `--tolerance` (relative, default 1e-3:
+the largest seen from float-order changes is 6e-4, SAE-align's final loss terms), so a ratio is only reported
+beside the same numbers. CPU seconds (process time) are reported beside wall seconds: on a shared machine they
 are the steadier measure. `python bench/speed.py [--stages measure,rocr] [--threads 2] [--old REF]`.
 """
 
@@ -72,6 +74,8 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "speed.json"))
+    ap.add_argument("--tolerance", type=float, default=1e-3,
+                    help="largest relative difference of a stage's numbers that counts as the same numbers")
     args = ap.parse_args()
     old_tree = _worktree(args.old)
     new_commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -83,6 +87,7 @@ def main() -> None:
             rows[stage] = {"old": old, "new": new, "ratio_wall": old["seconds"] / new["seconds"],
                            "ratio_cpu": old["cpu_seconds"] / new["cpu_seconds"],
                            "numbers_max_rel_diff": _max_rel_diff(old["numbers"], new["numbers"])}
+            rows[stage]["numbers_same"] = rows[stage]["numbers_max_rel_diff"] <= args.tolerance
             r = rows[stage]
             print(f"{stage:10s} old {old['seconds']:7.1f}s ({old['cpu_seconds']:7.1f} cpu)  new {new['seconds']:7.1f}s "
                   f"({new['cpu_seconds']:7.1f} cpu)  old/new {r['ratio_wall']:.2f} wall {r['ratio_cpu']:.2f} cpu  "
@@ -98,6 +103,9 @@ def main() -> None:
         r.setdefault("new_commit", json.loads(out.read_text()).get("new"))
     out.write_text(json.dumps({"old": args.old, "threads": args.threads, "stages": kept | rows}, indent=1))
     print(f"wrote {args.out}")
+    changed = [s for s, r in rows.items() if not r["numbers_same"]]
+    if changed:             # a speed-up counts only with the same numbers: the bench fails otherwise
+        sys.exit(f"numbers changed beyond --tolerance {args.tolerance:g} in: {', '.join(changed)}")
 
 
 if __name__ == "__main__":
