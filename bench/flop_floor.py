@@ -15,7 +15,6 @@ cannot meet the goal with the same arithmetic, however its code is arranged. `py
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -136,7 +135,7 @@ def main() -> None:
         total = r.get("flops_per_target", r.get("flops", r.get("flops_per_step")))
         print(f"{name:10s} {total / 1e12:.2f} TFLOP  best matmul {max(r['matmul_gflops'].values()):.0f} GFLOP/s  "
               f"floor {r['floor_seconds']:.1f} s  measured {r['measured_seconds']:.1f} s", flush=True)
-    Path(args.out).write_text(json.dumps(report, indent=1, default=lambda o: dataclasses.asdict(o)))
+    Path(args.out).write_text(json.dumps(report, indent=1))
     print("wrote", args.out)
 
 

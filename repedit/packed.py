@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .suites import Fact
-from .training import fact_batch
+from .training import fact_batch, unembedding_only
 
 Scorer = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
@@ -189,15 +189,10 @@ class PackedFacts:
         mask = self._mask(handle)
         seq_i, keep_i, token = self.pick
 
-        def answer_rows(_m, args):       # the unembedding sees each answer position once: [1, answer tokens, d]
-            return (args[0][seq_i.to(args[0].device), keep_i.to(args[0].device)][None], *args[1:])
-
-        hook = handle.model.get_output_embeddings().register_forward_pre_hook(answer_rows)
-        try:
+        # the unembedding sees each answer position once
+        with unembedding_only(handle, lambda h: h[seq_i.to(h.device), keep_i.to(h.device)]):
             logits = handle.model(input_ids=self.input_ids, attention_mask=mask, position_ids=self.position_ids,
                                   use_cache=False, logits_to_keep=self.keep).logits[0]   # [answer tokens, vocab]
-        finally:
-            hook.remove()
         logp = torch.log_softmax(logits.float(), -1)
         picked = logp[torch.arange(len(token), device=logp.device), token.to(logp.device)]
         sums = torch.zeros(len(self.answers), device=logp.device).index_add(0, self.row_of.to(logp.device), picked)

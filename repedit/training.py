@@ -114,13 +114,20 @@ def real_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Ten
     if not keeps_tail_logits(handle):
         logits = handle.forward(input_ids, attention_mask)
         return logits[keep.to(logits.device)]
-
-    def real_rows(_m, args):                      # [batch, seq, d] -> [1, real tokens, d]
-        return (args[0][keep.to(args[0].device)][None], *args[1:])
-
-    hook = handle.model.get_output_embeddings().register_forward_pre_hook(real_rows)
-    try:
+    with unembedding_only(handle, lambda h: h[keep.to(h.device)]):
         return handle.forward(input_ids, attention_mask)[0]
+
+
+@contextmanager
+def unembedding_only(handle, rows: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Inside, a Hugging Face model's unembedding sees only `rows(hidden)` [n, d_model] of the hidden states it
+    is given, as one sequence [1, n, d_model]: its logits come out [1, n, vocab] (no other position unembedded)."""
+    def select(_m, args):
+        return (rows(args[0])[None], *args[1:])
+
+    hook = handle.model.get_output_embeddings().register_forward_pre_hook(select)
+    try:
+        yield
     finally:
         hook.remove()
 
