@@ -7,9 +7,9 @@ import os as _os
 # faults of the relearning attack 2.4 M -> 0.4 M, its wall time 22.5 -> 18.7 s, the same numbers.
 _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .errors import ReprEditError, SiteNotFoundError
-from .models import DEFAULT_MODEL, ModelHandle, load
-from .sites import Matrix, MatrixKind, Point, Site
+from repedit.errors import ReprEditError, SiteNotFoundError
+from repedit.models import DEFAULT_MODEL, ModelHandle, load
+from repedit.sites import Matrix, MatrixKind, Point, Site
 
 __version__ = "0.1.0"
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .backends.base import Key, get_backend, key_of
-from .errors import InputError
-from .sites import Site
+from repedit.backends.base import Key, get_backend, key_of
+from repedit.errors import InputError
+from repedit.sites import Site
 
 
 def select_positions(acts: torch.Tensor, attention_mask: torch.Tensor, position: int | None) -> torch.Tensor:

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .certificate_check import (
+from repedit.certificate_check import (
     CARD,
     TOLERANCE,
     VERIFICATION,
@@ -48,8 +48,8 @@ from .certificate_check import (
     read_verification,
     verify_export,
 )
-from .errors import InputError
-from .export import read_manifest
+from repedit.errors import InputError
+from repedit.export import read_manifest
 
 __all__ = ["TOLERANCE", "Certificate", "Mismatch", "VerifyResult", "certify_run", "read_verification",
            "verify_export", "write_certificate"]
@@ -89,7 +89,7 @@ def rebuild_facts(report: dict) -> dict[str, list]:
     spec, targets = (report.get("recipe") or {}).get("targets") or {}, report.get("targets") or {}
     if spec.get("benchmark") or not targets.get("forget"):
         return {}
-    from .suites import suite_facts
+    from repedit.suites import suite_facts
 
     facts = suite_facts(spec.get("suite", "capitals"), tuple(spec.get("facts") or ()), spec.get("templates") or {})
     by = {f.subject: f for f in facts}
@@ -160,7 +160,7 @@ def write_certificate(export_dir: str | Path, report: dict, edit_name: str, reci
     """Write verification.json and README.md into `export_dir` (see the module doc). `report`: the run's
     report.json; `edit_name`: the exported edit; `facts`: {"forget": [Fact], "neighbours": [Fact]} as the run
     resolved them (default: rebuilt from the recipe's suite by subject)."""
-    from .model_card import model_card
+    from repedit.model_card import model_card
 
     t0 = time.perf_counter()
     export_dir = Path(export_dir)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .export import ExportError, read_manifest
+from repedit.export import ExportError, read_manifest
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
@@ -78,7 +78,7 @@ def export_hashes(export_dir: str | Path) -> dict:
 
 def fact_from_record(rec: Mapping):
     """A Fact from its verification.json record."""
-    from .suites import Fact
+    from repedit.suites import Fact
 
     known = {f.name for f in fields(Fact)}
     return Fact(**{k: (tuple(v) if k == "aliases" else v) for k, v in rec.items() if k in known})
@@ -189,7 +189,7 @@ def _close(got: float, claimed: float, dtype: str) -> tuple[bool, float]:
 
 def _compare(handle, record: dict, state: str, dtype: str, out: list[Mismatch]) -> int:
     """Re-measure every claimed per-form probability of `state` ("after" or "before") on `handle`."""
-    from .verify.recall import recall_probability
+    from repedit.verify.recall import recall_probability
 
     n = 0
     for group, spec in (record.get("checks") or {}).items():
@@ -216,9 +216,9 @@ def _compare(handle, record: dict, state: str, dtype: str, out: list[Mismatch]) 
 def _recompute(d: Path, record: dict, manifest: dict, device_map, out: list[Mismatch], notes: list[str]) -> int:
     import torch
 
-    from .edits.base import EditError, tensor_sha256
-    from .export import revert
-    from .models.loader import load_hf
+    from repedit.edits.base import EditError, tensor_sha256
+    from repedit.export import revert
+    from repedit.models.loader import load_hf
 
     if not record.get("checks"):
         notes.append("no facts recorded (a pool or benchmark run without the run's facts): claims not re-measured")

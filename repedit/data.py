@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ModelNotFoundError, ReprEditError
+from repedit.errors import ModelNotFoundError, ReprEditError
 
 KINDS = ("probes", "saes")
 PACKAGE_DATA = Path(__file__).resolve().parent / "_data"     #: where the wheel puts probes/ and saes/

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .errors import ReprEditError
+from repedit.errors import ReprEditError
 
 PACKAGE = str(Path(__file__).resolve().parent)
 FACTORIES = frozenset({

@@ -30,15 +30,15 @@ from itertools import accumulate
 import torch
 import torch.distributed as dist
 
-from .edits.key_stats import BATCH, key_fitters, store_key_moments
-from .errors import InputError
-from .saes import GROUP, group_rows, text_chunks
-from .sites import Site
-from .stats import MomentFitter
-from .suites import FORMS, Fact
-from .text import continuation_logprobs, score_plan
-from .verify.perplexity import batch_nll, document_batches
-from .verify.recall import RecallResult, greedy_group, greedy_plan, recall_sets
+from repedit.edits.key_stats import BATCH, key_fitters, store_key_moments
+from repedit.errors import InputError
+from repedit.saes import GROUP, group_rows, text_chunks
+from repedit.sites import Site
+from repedit.stats import MomentFitter
+from repedit.suites import FORMS, Fact
+from repedit.text import continuation_logprobs, score_plan
+from repedit.verify.perplexity import batch_nll, document_batches
+from repedit.verify.recall import RecallResult, greedy_group, greedy_plan, recall_sets
 
 
 # ---------------------------------------------------------------- the world
@@ -102,7 +102,7 @@ def barrier() -> None:
 def load(model: str, **kwargs):
     """`repedit.load` on every rank, rank 0 first (it converts into the cache if needed), each rank's model
     on `device()` unless `device_map` is given."""
-    from .models import load as load_model
+    from repedit.models import load as load_model
 
     if device().type == "cuda":
         kwargs.setdefault("device_map", {"": str(device())})

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .edits.base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta, tensor_sha256
-from .edits.stack import EditStack
-from .errors import InputError, ReprEditError
+from repedit import __version__
+from repedit.edits.base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta, tensor_sha256
+from repedit.edits.stack import EditStack
+from repedit.errors import InputError, ReprEditError
 
 CHECK_TEXTS = ("The capital of France is", "Licensed under the Apache License, Version 2.0",
                "def main():\n    print(")
@@ -50,7 +50,7 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")   
 def base_model(handle) -> dict:
     """The manifest's `base_model`: {"id": hub id or directory name, "repedit_name", "source_package",
     "revision", "weights"} — no local path (see the module doc)."""
-    from .models.registry import PACKAGED, package_version
+    from repedit.models.registry import PACKAGED, package_version
 
     entry = PACKAGED.get(handle.id)
     if entry is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .models.handle import pad_rows
+from repedit.models.handle import pad_rows
 
 FORWARD_TOKENS = 32     #: a forward call costs about as much as this many more tokens (weights read per call)
 CLUSTER = 2             #: rows are first grouped by this many leading tokens (a template's start)
@@ -137,7 +137,7 @@ def prefill_answers(handle, prompts: Sequence[Sequence[int]],
     from transformers.cache_utils import DynamicLayer
 
     if any(not a for a in answers):
-        from .errors import InputError
+        from repedit.errors import InputError
 
         raise InputError("empty answer")
     model, dev, width = handle.model, handle.input_device, max(len(a) for a in answers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from .export import HUB_ID, ExportError
+from repedit.export import HUB_ID, ExportError
 
 SKIP = {"edit", "method", "family", "seconds", "rank", "time_ratio_to_baseline", "matched_baseline",
         "matched_baseline_seconds", "matched_baseline_neighbours", "peak_depth"}
@@ -18,7 +18,7 @@ SKIP = {"edit", "method", "family", "seconds", "rank", "time_ratio_to_baseline",
 
 def base_license(base: dict) -> str | None:
     """The license id of a base model repedit knows (repedit.models.registry), else None."""
-    from .models.registry import PACKAGED
+    from repedit.models.registry import PACKAGED
 
     entry = PACKAGED.get(base.get("repedit_name") or "")
     entry = entry or next((e for e in PACKAGED.values() if e.hub_id == base.get("id")), None)

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backends.base import Key, WriteFn, get_backend
-from .errors import InputError
-from .models.handle import pad_rows
-from .sites import Point
-from .suites.pools import CLASSES, Pool, item_ids
+from repedit.backends.base import Key, WriteFn, get_backend
+from repedit.errors import InputError
+from repedit.models.handle import pad_rows
+from repedit.sites import Point
+from repedit.suites.pools import CLASSES, Pool, item_ids
 
 #: 24 neutral contexts; the memorised text ends each prompt, its last token is read.
 CONTEXTS: tuple[str, ...] = (

@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .errors import InputError
+from repedit.errors import InputError
 
 
 def _check(X: np.ndarray, groups: np.ndarray) -> None:

@@ -21,15 +21,15 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from .backends.base import get_backend
-from .capture import capture
-from .data import resolve_sae
-from .errors import ConfigError, InputError, ModelNotFoundError, SAEMismatchError
-from .models.cache import atomic_dir, cache_root
-from .models.presets import resolve_config
-from .models.registry import DEFAULT_MODEL
-from .sites import Point, Site
-from .suites import load_text
+from repedit.backends.base import get_backend
+from repedit.capture import capture
+from repedit.data import resolve_sae
+from repedit.errors import ConfigError, InputError, ModelNotFoundError, SAEMismatchError
+from repedit.models.cache import atomic_dir, cache_root
+from repedit.models.presets import resolve_config
+from repedit.models.registry import DEFAULT_MODEL
+from repedit.sites import Point, Site
+from repedit.suites import load_text
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class SAETrainConfig:
 
     @property
     def hook_name(self) -> str:
-        from .backends.lens import hook_name
+        from repedit.backends.lens import hook_name
 
         if self.layer is None:
             raise ConfigError("SAETrainConfig.layer is None: resolve it first (repedit.models.presets.resolve_config)")

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import SiteNotFoundError, close_matches
+from repedit.errors import SiteNotFoundError, close_matches
 
 
 class Point(str, Enum):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import InputError
+from repedit.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import InputError
-from .models.handle import pad_rows
+from repedit.errors import InputError
+from repedit.models.handle import pad_rows
 
 
 def prompt_ids(handle, prompt: str, chat: bool) -> list[int]:
@@ -31,7 +31,7 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
     prompt prefix runs once and only the last max(len(continuation)) + 1 positions are unembedded
     (`generation.prefill`). `writes` ({(layer, point): fn}) runs a plain padded forward with those
     activation rewrites (torch backend)."""
-    from .generation import keeps_tail_logits, prefill
+    from repedit.generation import keeps_tail_logits, prefill
 
     if len(prompts) != len(continuations):
         raise InputError("prompts and continuations must have the same length")
@@ -49,7 +49,7 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
         else:
             batch = pad_rows([rows[j] for j in idx], handle.pad_id, device=handle.input_device)
             if writes:
-                from .backends.base import get_backend
+                from repedit.backends.base import get_backend
 
                 logits = get_backend(handle, "torch").run(batch["input_ids"], batch["attention_mask"],
                                                           writes=writes).logits
@@ -65,7 +65,7 @@ def score_plan(prompts: Sequence[list[int]], continuations: Sequence[list[int]],
                batch_size: int) -> list[list[int]]:
     """`continuation_logprobs`' batches of row indices (`generation.batch_order`; each row keeps its
     continuation and one more position out of the shared prefix)."""
-    from .generation import batch_order
+    from repedit.generation import batch_order
 
     return batch_order([list(p) + list(c) for p, c in zip(prompts, continuations)], batch_size,
                        keep=[len(c) + 1 for c in continuations])

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
-from .models.handle import pad_rows
-from .spill import Spilled, saved_copy
-from .suites import Fact
-from .text import answer_ids, prompt_ids, span_logprobs
+from repedit.errors import InputError
+from repedit.models.handle import pad_rows
+from repedit.spill import Spilled, saved_copy
+from repedit.suites import Fact
+from repedit.text import answer_ids, prompt_ids, span_logprobs
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def lm_loss(handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def run_until(handle, layer: int, forward: Callable[[], object]) -> torch.Tensor:
     """The residual stream [batch, seq, d_model] at the output of block `layer` while `forward()` (a call into
     the model) runs, gradients kept; the forward stops there (later blocks never run)."""
-    from .backends.base import StopForward
+    from repedit.backends.base import StopForward
 
     got = {}
 
@@ -92,8 +92,8 @@ def residual_after(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor
 def last_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Logits [batch, vocab] at each right-padded row's last real token, gradients kept; Hugging Face models
     unembed only those positions (`logits_to_keep`)."""
-    from .capture import select_positions
-    from .generation import keeps_tail_logits
+    from repedit.capture import select_positions
+    from repedit.generation import keeps_tail_logits
 
     if not keeps_tail_logits(handle):
         return select_positions(handle.forward(input_ids, attention_mask), attention_mask, -1)
@@ -108,7 +108,7 @@ def last_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Ten
 def real_token_logits(handle, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Logits [real tokens, vocab] at every position whose mask is 1 (row-major), gradients kept; on Hugging
     Face models padding never reaches the unembedding (only the real positions are unembedded)."""
-    from .generation import keeps_tail_logits
+    from repedit.generation import keeps_tail_logits
 
     keep = attention_mask.bool()
     if not keeps_tail_logits(handle):

@@ -14,8 +14,8 @@ from typing import Protocol
 
 import torch
 
-from ..errors import HookError, SiteNotFoundError, close_matches
-from ..sites import Point, Site
+from repedit.errors import HookError, SiteNotFoundError, close_matches
+from repedit.sites import Point, Site
 
 Key = tuple[int, Point]                           # (layer, point): a site without position
 WriteFn = Callable[[torch.Tensor], torch.Tensor]  # [batch, seq, d] -> [batch, seq, d]
@@ -70,7 +70,7 @@ def register(name: str):
 
 def get_backend(handle, name: str = "torch") -> Backend:
     """Backend `name` ("torch", "lens" or "nnsight") bound to `handle`, cached on the handle."""
-    from . import lens, nnsight_backend, torch_hooks  # noqa: F401  (register themselves)
+    from repedit.backends import lens, nnsight_backend, torch_hooks  # noqa: F401  (register themselves)
 
     if name not in BACKENDS:
         raise SiteNotFoundError(f"unknown backend {name!r}; valid: {sorted(BACKENDS)} "

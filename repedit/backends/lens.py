@@ -13,9 +13,18 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..errors import HookError
-from ..sites import Point
-from .base import Key, RunResult, StopForward, WriteFn, check_keys, deepest, expect_all_read, register
+from repedit.backends.base import (
+    Key,
+    RunResult,
+    StopForward,
+    WriteFn,
+    check_keys,
+    deepest,
+    expect_all_read,
+    register,
+)
+from repedit.errors import HookError
+from repedit.sites import Point
 
 TL_NAMES = {Point.RESID_PRE: "hook_resid_pre", Point.RESID_POST: "hook_resid_post",
             Point.ATTN_OUT: "hook_attn_out", Point.MLP_HIDDEN: "mlp.hook_post", Point.MLP_OUT: "hook_mlp_out"}

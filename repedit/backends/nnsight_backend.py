@@ -11,8 +11,17 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .base import Key, RunResult, WriteFn, check_keys, deepest, expect_all_read, order, register
-from .torch_hooks import hook_target
+from repedit.backends.base import (
+    Key,
+    RunResult,
+    WriteFn,
+    check_keys,
+    deepest,
+    expect_all_read,
+    order,
+    register,
+)
+from repedit.backends.torch_hooks import hook_target
 
 
 class NNsightBackend:

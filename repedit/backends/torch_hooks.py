@@ -7,9 +7,18 @@ from contextlib import contextmanager
 
 import torch
 
-from ..errors import HookError
-from ..sites import Point
-from .base import Key, RunResult, StopForward, WriteFn, check_keys, deepest, expect_all_read, register
+from repedit.backends.base import (
+    Key,
+    RunResult,
+    StopForward,
+    WriteFn,
+    check_keys,
+    deepest,
+    expect_all_read,
+    register,
+)
+from repedit.errors import HookError
+from repedit.sites import Point
 
 
 def hook_target(handle, key: Key) -> tuple[torch.nn.Module, str]:

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..edits.base import DenseDelta, Edit, config_record
-from ..errors import ConfigError, InputError
-from ..packed import answer_scorer
-from ..suites import Fact
-from ..training import fact_batch, training_only
-from .tracking import Monitor, Tracker
+from repedit.baselines.tracking import Monitor, Tracker
+from repedit.edits.base import DenseDelta, Edit, config_record
+from repedit.errors import ConfigError, InputError
+from repedit.packed import answer_scorer
+from repedit.suites import Fact
+from repedit.training import fact_batch, training_only
 
 
 @dataclass(frozen=True)

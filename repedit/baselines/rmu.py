@@ -26,13 +26,13 @@ from typing import ClassVar
 
 import torch
 
-from ..edits.base import DenseDelta, Edit, config_record
-from ..errors import ConfigError, InputError
-from ..models.presets import resolve_config
-from ..suites import Fact, load_text
-from ..training import fact_batch, residual_after, start_at, text_batch, training_only
-from .gradient import param_names
-from .tracking import Monitor, Tracker
+from repedit.baselines.gradient import param_names
+from repedit.baselines.tracking import Monitor, Tracker
+from repedit.edits.base import DenseDelta, Edit, config_record
+from repedit.errors import ConfigError, InputError
+from repedit.models.presets import resolve_config
+from repedit.suites import Fact, load_text
+from repedit.training import fact_batch, residual_after, start_at, text_batch, training_only
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     f_batches = _rows(handle, forget, cfg.forms)
     r_batches = _rows(handle, retain, cfg.forms) if retain else []
     if cfg.retain_texts:
-        from ..saes import text_chunks
+        from repedit.saes import text_chunks
 
         chunks = text_chunks(handle, list(texts) if texts else load_text("wiki", "train")[:20], 64)[: cfg.retain_texts]
         if chunks:

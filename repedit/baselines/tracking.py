@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..errors import ConfigError
+from repedit.errors import ConfigError
 
 Monitor = Callable[[], dict]                  #: returns at least {"forget": float}
 

@@ -12,8 +12,20 @@ import os
 
 import typer
 
-from . import benchmark, certify, demo, distributed, edit, locate, methods, models, presets, run, verify
-from .common import console
+from repedit.cli import (
+    benchmark,
+    certify,
+    demo,
+    distributed,
+    edit,
+    locate,
+    methods,
+    models,
+    presets,
+    run,
+    verify,
+)
+from repedit.cli.common import console
 
 app = typer.Typer(help="repedit: locate, edit, attack, verify and export representations in language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
@@ -34,7 +46,7 @@ certify.register(app)
 
 def main() -> None:
     """Console-script entry: offline by default, typed errors printed without a traceback."""
-    from ..errors import ReprEditError
+    from repedit.errors import ReprEditError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

@@ -1,5 +1,5 @@
 """`python -m repedit.cli`."""
 
-from . import main
+from repedit.cli import main
 
 main()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console
+from repedit.cli.common import console
 
 app = typer.Typer(help="standard benchmarks (TOFU, MUSE, WMDP, CounterFact, zsRE) from local files",
                   no_args_is_help=True)
@@ -21,7 +21,7 @@ PATH = typer.Argument(..., help="the local folder (TOFU, MUSE, WMDP) or file (WM
 def show(fmt: str = FORMAT, path: Path = PATH, split: str = typer.Option("", help="TOFU: forget01/05/10"),
          limit: int = typer.Option(None, help="items per split")):
     """What repedit reads from the files: splits, counts and the first forget fact's forms."""
-    from ..suites.formats import load_benchmark
+    from repedit.suites.formats import load_benchmark
 
     b = load_benchmark(fmt, path, split, limit)
     console.print_json(json.dumps(b.to_dict()))
@@ -39,9 +39,9 @@ def score(fmt: str = FORMAT, path: Path = PATH, model: str = typer.Option("smoll
     """The benchmark's own metrics on a model; `--out` writes them for [targets.benchmark] reference."""
     import torch
 
-    from .. import load
-    from ..suites.formats import load_benchmark
-    from ..verify.benchmarks import headline, score_benchmark
+    from repedit import load
+    from repedit.suites.formats import load_benchmark
+    from repedit.verify.benchmarks import headline, score_benchmark
 
     b = load_benchmark(fmt, path, split, limit)
     h = load(model, dtype=getattr(torch, dtype))

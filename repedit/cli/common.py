@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import InputError
+from repedit.errors import InputError
 
 console = Console()
 FORMS = ("qa", "blank", "paraphrase", "adversarial")
@@ -38,7 +38,7 @@ def facts_about(suite: str | None, subjects: list[str]) -> list:
     """The facts of `suite` whose subject is one of `subjects` (none without a suite)."""
     if not suite:
         return []
-    from ..suites import load_suite
+    from repedit.suites import load_suite
 
     return [f for f in load_suite(suite) if f.subject in subjects]
 
@@ -59,8 +59,8 @@ def refuse_existing(out: Path | None, force: bool) -> None:
 def show_and_export(handle, edits, facts, out: Path | None, force: bool) -> None:
     """Push `edits` (one Edit or several), print each one's rank, stats and config and the facts'
     answer probability before/after, then export to `out` if given."""
-    from ..edits.stack import EditStack
-    from ..verify.recall import answer_logprobs
+    from repedit.edits.stack import EditStack
+    from repedit.verify.recall import answer_logprobs
 
     refuse_existing(out, force)
     edits = list(edits) if isinstance(edits, (list, tuple)) else [edits]
@@ -83,7 +83,7 @@ def show_and_export(handle, edits, facts, out: Path | None, force: bool) -> None
 
 def export_stack(handle, stack, out: Path | None, force: bool) -> None:
     if out is not None:
-        from ..export import export
+        from repedit.export import export
 
         res = export(handle, out, stack, force=force)
         console.print(f"exported to {res.path} (reloaded logits differ by {res.max_logit_diff:.2g}) in {res.seconds}s")

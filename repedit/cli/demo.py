@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import console
+from repedit.cli.common import console
 
 RECIPE = """# written by `repedit demo`: rerun with `repedit run {out}/recipe.toml --force`
 [run]
@@ -40,14 +40,14 @@ edit = "rocr"
 
 
 def _pick(handle, subject: str | None):
-    from ..suites import load_suite
-    from ..verify.recall import known_facts
+    from repedit.suites import load_suite
+    from repedit.verify.recall import known_facts
 
     facts = load_suite("capitals")
     if subject:
         chosen = [f for f in facts if f.subject == subject]
         if not chosen:
-            from ..errors import InputError, close_matches
+            from repedit.errors import InputError, close_matches
 
             close = close_matches(subject, [f.subject for f in facts])
             raise InputError(f"{subject!r} is not a capitals subject (close: {close})")
@@ -66,11 +66,11 @@ def _greedy(model, tokenizer, prompt: str) -> str:
 
 
 def run_demo(model: str = "smollm2-135m", out: Path = Path("runs/demo"), subject: str | None = None) -> Path:
-    from ..locate.tracing import causal_trace, peak
-    from ..models import load
-    from ..plots import trace_heatmap
-    from ..recipes.runner import run_recipe
-    from ..recipes.schema import parse_recipe
+    from repedit.locate.tracing import causal_trace, peak
+    from repedit.models import load
+    from repedit.plots import trace_heatmap
+    from repedit.recipes.runner import run_recipe
+    from repedit.recipes.schema import parse_recipe
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InputError
-from ..suites import FORMS
-from .common import ints, names, write_json
+from repedit.cli.common import ints, names, write_json
+from repedit.errors import InputError
+from repedit.suites import FORMS
 
 app = typer.Typer(help="Key statistics and measurements over several processes, GPUs or machines (torchrun).",
                   no_args_is_help=True)
@@ -32,7 +32,7 @@ def _emit(payload: dict) -> None:
 def _load(model: str, dtype: str):
     import torch
 
-    from .. import distributed as D
+    from repedit import distributed as D
 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise InputError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
@@ -48,8 +48,8 @@ def stats(model: str = typer.Option("smollm2-135m", help="model id or path"), dt
           save_dir: Path = typer.Option(None, help="also write the merged fitters here (L<layer>.safetensors)"),
           json_out: Path = typer.Option(None, "--json", help="write the summary here")):
     """MLP key second moments (ROCR's statistics) over the training corpus, fitters all_reduced over ranks."""
-    from .. import distributed as D
-    from ..edits.key_stats import corpus_texts
+    from repedit import distributed as D
+    from repedit.edits.key_stats import corpus_texts
 
     with D.session():
         handle = _load(model, dtype)
@@ -84,8 +84,8 @@ def measure(model: str = typer.Option("smollm2-135m", help="model id or path"), 
             max_new_tokens: int = typer.Option(24), batch_size: int = typer.Option(16, help="recall batch"),
             json_out: Path = typer.Option(None, "--json", help="write the full result (per-fact rows) here")):
     """Recall of a fact suite and perplexity on held-out text, items split over ranks and combined."""
-    from .. import distributed as D
-    from ..suites import load_suite, load_text
+    from repedit import distributed as D
+    from repedit.suites import load_suite, load_text
 
     with D.session():
         handle = _load(model, dtype)

@@ -8,13 +8,21 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..edits.mrp import MRPConfig
-from ..edits.rocr import ROCRConfig
-from ..edits.sae_align import SAEAlignConfig
-from ..errors import InputError
-from ..recipes.methods import PGAConfig
-from .common import console, export_stack, facts_about, facts_or_fail, ints, refuse_existing, show_and_export
-from .options import with_config
+from repedit.cli.common import (
+    console,
+    export_stack,
+    facts_about,
+    facts_or_fail,
+    ints,
+    refuse_existing,
+    show_and_export,
+)
+from repedit.cli.options import with_config
+from repedit.edits.mrp import MRPConfig
+from repedit.edits.rocr import ROCRConfig
+from repedit.edits.sae_align import SAEAlignConfig
+from repedit.errors import InputError
+from repedit.recipes.methods import PGAConfig
 
 app = typer.Typer(help="Edit the model's weights (reversible, exportable).", no_args_is_help=True)
 
@@ -29,9 +37,9 @@ def rocr_cmd(target: str = typer.Option(..., help="concept to redirect, e.g. Fra
              out: Path = typer.Option(None, help="export the edited model here"),
              force: bool = typer.Option(False, help="replace an existing export"), overrides: dict = None):
     """Rank-one concept redirection (training-free, null-space protected)."""
-    from .. import load
-    from ..edits.rocr import ROCR
-    from ..recipes.methods import rocr_redirects
+    from repedit import load
+    from repedit.edits.rocr import ROCR
+    from repedit.recipes.methods import rocr_redirects
 
     cfg = ROCRConfig(**overrides)
     handle = load(model)
@@ -52,8 +60,8 @@ def value_vectors_cmd(layer: int = typer.Option(...), columns: str = typer.Optio
                       subject: str = typer.Option(None, help="fact subject to show before/after"),
                       out: Path = typer.Option(None), force: bool = typer.Option(False)):
     """Zero or perturb concept-vector columns of W_out (from `repedit locate concept-vectors`)."""
-    from .. import load
-    from ..edits.ablate import value_vector_edit
+    from repedit import load
+    from repedit.edits.ablate import value_vector_edit
 
     handle = load(model)
     edit = value_vector_edit(handle, layer, ints(columns), mode=mode, noise_std=noise_std)
@@ -66,8 +74,8 @@ def neurons_cmd(neurons: str = typer.Option(..., help="layer:unit pairs, e.g. 21
                 model: str = typer.Option("smollm2-135m"), suite: str = typer.Option(None),
                 subject: str = typer.Option(None), out: Path = typer.Option(None), force: bool = typer.Option(False)):
     """Scale knowledge neurons (from `repedit locate neurons`) as a weight edit."""
-    from .. import load
-    from ..edits.ablate import neuron_edit
+    from repedit import load
+    from repedit.edits.ablate import neuron_edit
 
     handle = load(model)
     groups: dict[int, list[int]] = {}
@@ -88,9 +96,9 @@ def register_export(root: typer.Typer) -> None:
                    model: str = typer.Option("smollm2-135m", help="the original model the edits were made for"),
                    force: bool = typer.Option(False)):
         """Re-apply an export's edits (edits.safetensors) to the original model and export again."""
-        from .. import load
-        from ..edits.stack import EditStack
-        from ..export import export, load_edits
+        from repedit import load
+        from repedit.edits.stack import EditStack
+        from repedit.export import export, load_edits
 
         handle = load(model)
         stack = EditStack(handle)
@@ -112,14 +120,14 @@ def pga_cmd(method: str = typer.Option("pga", help="pga | md | adversarial | tra
     """Probe-geometry alignment. pga/md/adversarial: closed-form projection, hook form measured, folded
     weight form exported with --out. trained: a rank-one delta per layer trained against the live probe.
     --depth: the signature's peak (0 = embeddings; default: the model's preset)."""
-    from .. import load
-    from ..edits.fold import fold_projection, untie_embeddings
-    from ..edits.pga import adversarial_pga, pga
-    from ..edits.stack import EditStack
-    from ..models.presets import resolve_config
-    from ..pool_features import CONTEXTS, pool_features
-    from ..suites.pools import load_pool, screened
-    from ..verify.signature import depth_curve
+    from repedit import load
+    from repedit.edits.fold import fold_projection, untie_embeddings
+    from repedit.edits.pga import adversarial_pga, pga
+    from repedit.edits.stack import EditStack
+    from repedit.models.presets import resolve_config
+    from repedit.pool_features import CONTEXTS, pool_features
+    from repedit.suites.pools import load_pool, screened
+    from repedit.verify.signature import depth_curve
 
     if method not in ("pga", "md", "adversarial", "trained"):
         raise InputError(f"--method must be pga, md, adversarial or trained, got {method!r}")
@@ -137,7 +145,7 @@ def pga_cmd(method: str = typer.Option("pga", help="pga | md | adversarial | tra
         return depth_curve(feats_now)[0].true_loo[0]
 
     if method == "trained":
-        from ..edits.pga_trained import TrainedPGAConfig, trained_pga
+        from repedit.edits.pga_trained import TrainedPGAConfig, trained_pga
 
         edit = trained_pga(handle, pool, TrainedPGAConfig(depth=depth, steps=steps, n_contexts=contexts))
         stack = EditStack(handle)
@@ -168,11 +176,11 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
             force: bool = typer.Option(False), overrides: dict = None):
     """Continual MRP: one task per ';' group; measured after each task, weight form exported with --out.
     --where: writers (trained as exported) | residual (the source's hook)."""
-    from .. import load
-    from ..edits.fold import untie_embeddings
-    from ..edits.mrp import MRP
-    from ..edits.stack import EditStack
-    from ..verify.recall import answer_logprobs
+    from repedit import load
+    from repedit.edits.fold import untie_embeddings
+    from repedit.edits.mrp import MRP
+    from repedit.edits.stack import EditStack
+    from repedit.verify.recall import answer_logprobs
 
     refuse_existing(out, force)
     cfg = MRPConfig(**overrides)
@@ -210,13 +218,13 @@ def sae_align_cmd(target: str = typer.Option(..., help="known entity to make rea
                   out: Path = typer.Option(None, help="export the edited model here"),
                   force: bool = typer.Option(False, help="replace an existing export"), overrides: dict = None):
     """SAE unknown-alignment: a trained low-rank down_proj edit after which the target's SAE code reads unknown."""
-    from .. import load
-    from ..edits.sae_align import sae_align
-    from ..errors import close_matches
-    from ..saes import load_sae
-    from ..suites import load_suite
-    from ..suites.references import frames, reference_sets
-    from ..verify.sae_codes import fit_knownness
+    from repedit import load
+    from repedit.edits.sae_align import sae_align
+    from repedit.errors import close_matches
+    from repedit.saes import load_sae
+    from repedit.suites import load_suite
+    from repedit.suites.references import frames, reference_sets
+    from repedit.verify.sae_codes import fit_knownness
 
     refuse_existing(out, force)
     facts = load_suite(known_suite)
@@ -225,7 +233,7 @@ def sae_align_cmd(target: str = typer.Option(..., help="known entity to make rea
         raise InputError(f"{target!r} is not a subject of suite {known_suite!r} "
                          f"(close: {close_matches(target, by_subject)}); pick one of its subjects")
     cfg = SAEAlignConfig(**overrides)
-    from ..models.presets import preset_for
+    from repedit.models.presets import preset_for
 
     handle = load(model)
     sae_model = load_sae(sae or preset_for(handle).sae_path(), handle=handle)

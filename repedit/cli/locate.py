@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..errors import InputError
-from .common import console
+from repedit.cli.common import console
+from repedit.errors import InputError
 
 app = typer.Typer(help="Find where a concept, fact or property lives (tables, JSON, plots).", no_args_is_help=True)
 
@@ -22,7 +22,7 @@ def _save(json_out: Path | None, payload: dict, plot_values=None, **plot_kw) -> 
     json_out.write_text(json.dumps(payload, indent=2))
     console.print(f"wrote {json_out}")
     if plot_values is not None:
-        from ..plots import bars
+        from repedit.plots import bars
 
         console.print(f"wrote {bars(plot_values, json_out.with_suffix('.png'), **plot_kw)}")
 
@@ -37,7 +37,7 @@ def _layers(spec: str | None) -> list[int] | None:
 
 
 def _fact(suite: str, subject: str):
-    from ..suites import load_suite
+    from repedit.suites import load_suite
 
     facts = load_suite(suite)
     match = [f for f in facts if f.subject.lower() == subject.lower()]
@@ -56,9 +56,9 @@ def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g
                         subject: str = typer.Option(None, help="subject of the target fact in that suite"),
                         json_out: Path = typer.Option(None, "--json")):
     """Rank MLP value vectors by vocabulary projection; optionally validate the best causally."""
-    from ..locate.causal import check_columns
-    from ..locate.concept_vectors import concept_vectors
-    from ..models import load
+    from repedit.locate.causal import check_columns
+    from repedit.locate.concept_vectors import concept_vectors
+    from repedit.models import load
 
     handle = load(model)
     loc = concept_vectors(handle, concept, words.split(",") if words else None,
@@ -88,9 +88,9 @@ def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g
 def neurons_cmd(suite: str = typer.Option("capitals"), subject: str = typer.Option(..., help="e.g. France"),
                 model: str = typer.Option("smollm2-135m"), json_out: Path = typer.Option(None, "--json")):
     """Knowledge neurons of one fact (integrated gradients), with suppress/amplify checks."""
-    from ..locate.causal import check_neurons
-    from ..locate.knowledge_neurons import knowledge_neurons
-    from ..models import load
+    from repedit.locate.causal import check_neurons
+    from repedit.locate.knowledge_neurons import knowledge_neurons
+    from repedit.models import load
 
     handle = load(model)
     fact, others = _fact(suite, subject)
@@ -118,11 +118,11 @@ def sae_cmd(sae_dir: Path = typer.Option(None, "--sae", help="SAE directory; def
             known_suite: str = typer.Option("capitals"), unknown_suite: str = typer.Option("unknown-entities"),
             top: int = typer.Option(10), json_out: Path = typer.Option(None, "--json")):
     """Latents separating entities the model knows from made-up ones."""
-    from ..locate.sae_features import known_unknown_latents
-    from ..models import load
-    from ..models.presets import preset_for
-    from ..saes import load_sae
-    from ..suites import load_suite
+    from repedit.locate.sae_features import known_unknown_latents
+    from repedit.models import load
+    from repedit.models.presets import preset_for
+    from repedit.saes import load_sae
+    from repedit.suites import load_suite
 
     handle = load(model)
     sae = load_sae(sae_dir or preset_for(handle).sae_path(), handle=handle)
@@ -150,11 +150,11 @@ def probe_cmd(positive_suite: str = typer.Option("capitals"), negative_suite: st
               method: str = typer.Option("logistic"), model: str = typer.Option("smollm2-135m"),
               json_out: Path = typer.Option(None, "--json")):
     """Cross-validated linear probe per layer separating two suites' subjects."""
-    from ..capture import capture
-    from ..locate.probes import fit_probe
-    from ..models import load
-    from ..sites import Site
-    from ..suites import load_suite
+    from repedit.capture import capture
+    from repedit.locate.probes import fit_probe
+    from repedit.models import load
+    from repedit.sites import Site
+    from repedit.suites import load_suite
 
     handle = load(model)
     pos = [frame.format(subject=f.subject) for f in load_suite(positive_suite)]
@@ -193,10 +193,10 @@ def trace_cmd(suite: str = typer.Option(None, help="fact suite, e.g. capitals"),
               seed: int = typer.Option(0), n: int = typer.Option(3, help="how many consecutive layers to choose"),
               out: Path = typer.Option(None, help="folder for trace.json and trace.png")):
     """Causal tracing (ROME): restore clean states into a subject-corrupted run, per token and layer."""
-    from ..locate.tracing import ROLES, TraceAggregate, causal_trace, peak, trace_facts, traced_layers
-    from ..models import load
-    from ..suites import load_suite
-    from .common import names
+    from repedit.cli.common import names
+    from repedit.locate.tracing import ROLES, TraceAggregate, causal_trace, peak, trace_facts, traced_layers
+    from repedit.models import load
+    from repedit.suites import load_suite
 
     if prompt is not None and not (answer and subject):
         raise InputError("--prompt needs --answer and --subject")
@@ -240,7 +240,7 @@ def trace_cmd(suite: str = typer.Option(None, help="fact suite, e.g. capitals"),
     console.print(f"recovery = (restored - corrupted) / (clean - corrupted); traced_layers(mlp, n={n}) = "
                   f"{chosen.get('mlp') or '-'}")
     if out is not None:
-        from ..plots import trace_aggregate_heatmap, trace_heatmap
+        from repedit.plots import trace_aggregate_heatmap, trace_heatmap
 
         out.mkdir(parents=True, exist_ok=True)
         payload = {**trace.to_dict(), "model": model, "traced_layers": {k: list(v) for k, v in chosen.items()}}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from ..recipes.methods import METHODS, MethodSpec
-from ..recipes.single import FIXED_FIELDS
-from .common import console, names, refuse_existing, show_and_export
-from .options import with_config
+from repedit.cli.common import console, names, refuse_existing, show_and_export
+from repedit.cli.options import with_config
+from repedit.recipes.methods import METHODS, MethodSpec
+from repedit.recipes.single import FIXED_FIELDS
 
 
 def _retain(spec: str) -> int | list[str]:
@@ -27,8 +27,8 @@ def _facts_command(name: str, spec: MethodSpec):
                 model: str = typer.Option("smollm2-135m", help="model id or path"),
                 out: Path = typer.Option(None, help="export the edited model here"),
                 force: bool = typer.Option(False, help="replace an existing export"), overrides: dict = None):
-        from .. import load
-        from ..recipes.single import build_method
+        from repedit import load
+        from repedit.recipes.single import build_method
 
         refuse_existing(out, force)
         handle = load(model)
@@ -45,8 +45,8 @@ def _pool_command(name: str, spec: MethodSpec):
                 model: str = typer.Option("smollm2-135m", help="model id or path"),
                 out: Path = typer.Option(None, help="export the edited model here"),
                 force: bool = typer.Option(False, help="replace an existing export"), overrides: dict = None):
-        from .. import load
-        from ..recipes.single import build_method
+        from repedit import load
+        from repedit.recipes.single import build_method
 
         refuse_existing(out, force)
         handle = load(model)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import console
+from repedit.cli.common import console
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     def models(prepare: list[str] = typer.Option([], "--prepare",
                                                  help="convert these packaged ids into the cache now")):
         """List the packaged models, whether each package is installed and whether it is converted."""
-        from ..models.registry import PACKAGED, converted_dir, ensure_converted, is_cached, is_installed
+        from repedit.models.registry import PACKAGED, converted_dir, ensure_converted, is_cached, is_installed
 
         for mid in prepare:
             t0 = time.perf_counter()
@@ -41,14 +41,14 @@ def register(app: typer.Typer) -> None:
                      only: list[str] = typer.Option([], "--only", help="build only these suites")):
         """Regenerate the fact suites from offline packages (needs the [data] extra; people-occupations needs
         WordNet (WORDNET_DIR), us-cities the gensim wheel)."""
-        from ..suites import probes_dir
-        from ..suites.build import build_all
+        from repedit.suites import probes_dir
+        from repedit.suites.build import build_all
 
         counts = build_all(out or probes_dir() / "facts", only=list(only) or None)
         for name, n in counts.items():
             console.print(f"{name}: {n} facts")
         if wiki_dump is not None:
-            from ..suites.wikitext import extract
+            from repedit.suites.wikitext import extract
 
             paras = extract(wiki_dump)
             text_dir = probes_dir() / "text"
@@ -66,14 +66,14 @@ def register(app: typer.Typer) -> None:
                   outlier_factor: float = typer.Option(3.0), seed: int = typer.Option(0),
                   force: bool = typer.Option(False, help="replace an existing directory")):
         """Train a TopK SAE with sae-lens on real text, evaluate it on held-out text, save it."""
-        from ..models import load
-        from ..saes import SAETrainConfig, evaluate, save, train
+        from repedit.models import load
+        from repedit.saes import SAETrainConfig, evaluate, save, train
 
         cfg = SAETrainConfig(model=model, layer=layer, point=point, d_sae=d_sae, k=k, n_tokens=n_tokens,
                              context=context,
                              batch_size=batch_size, epochs=epochs, lr=lr, outlier_factor=outlier_factor, seed=seed)
         if out.exists() and not force:
-            from ..errors import ConfigError
+            from repedit.errors import ConfigError
 
             raise ConfigError(f"{out} exists; pass --force to replace it")
         handle = load(model)

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from ..errors import ConfigError, InputError
+from repedit.errors import ConfigError, InputError
 
 OVERRIDES = "overrides"      #: the parameter of a decorated command that receives the set fields (a dict)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console
+from repedit.cli.common import console
 
 app = typer.Typer(help="Per-model presets: the layers, depths and SAE each method uses by default.",
                   no_args_is_help=True)
@@ -16,7 +16,7 @@ app = typer.Typer(help="Per-model presets: the layers, depths and SAE each metho
 @app.command("list")
 def list_cmd():
     """Models that have a preset."""
-    from ..models.presets import available
+    from repedit.models.presets import available
 
     for mid in available():
         console.print(mid)
@@ -25,7 +25,7 @@ def list_cmd():
 @app.command("show")
 def show_cmd(model: str = typer.Argument(..., help="model id, e.g. smollm2-135m")):
     """Print a model's preset (values and the sweep numbers that chose them)."""
-    from ..models.presets import preset_for
+    from repedit.models.presets import preset_for
 
     console.print_json(json.dumps(preset_for(model).to_dict(), default=str))
 
@@ -38,7 +38,7 @@ def build_cmd(model: str = typer.Argument(..., help="model id or path, e.g. gemm
               from_signature: Path = typer.Option(None, help="committed signature JSON (with --from-sweep)")):
     """Run the sweeps that choose a model's defaults (ROCR layer window, signature peak depth) and write
     its preset JSON."""
-    from ..models.presets.build import main
+    from repedit.models.presets.build import main
 
     argv = [model] + (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
     if from_sweep or from_signature:

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..recipes.compare import FACT_METHODS, RECOVERY, compare_recipe
-from ..verify.quantisation import DEFAULT_SCHEMES
+from repedit.recipes.compare import FACT_METHODS, RECOVERY, compare_recipe
+from repedit.verify.quantisation import DEFAULT_SCHEMES
 
 console = Console(width=160) if not Console().is_terminal else Console()
 
@@ -77,9 +77,9 @@ def register(app: typer.Typer) -> None:
                 resume: Path = typer.Option(None, help="finish the killed run in this directory: its saved stages "
                                             "are not recomputed")):
         """Run a recipe: locate/edit, verify, attack, report (report.html) and export."""
-        from ..errors import InputError
-        from ..recipes.runner import resume_run, run_recipe
-        from ..recipes.schema import load_recipe
+        from repedit.errors import InputError
+        from repedit.recipes.runner import resume_run, run_recipe
+        from repedit.recipes.schema import load_recipe
 
         if recipe is None and resume is None:
             raise InputError("give a RECIPE (or --resume DIR to finish a killed run)")
@@ -125,8 +125,8 @@ def register(app: typer.Typer) -> None:
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
         import tempfile
 
-        from ..recipes.runner import run_recipe
-        from ..recipes.schema import load_recipe, parse_recipe
+        from repedit.recipes.runner import run_recipe
+        from repedit.recipes.schema import load_recipe, parse_recipe
 
         subjects = [s.strip() for s in forget.split(",") if s.strip()]
         names = [m.strip() for m in methods.split(",") if m.strip()]

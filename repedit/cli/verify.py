@@ -10,12 +10,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..errors import InputError
-from .common import console, write_json
+from repedit.cli.common import console, write_json
+from repedit.errors import InputError
 
 
 def _pool(handle, name: str, n_keys: int, theta_m: float | None, theta_c: float | None):
-    from ..suites.pools import THETA_C, THETA_M, load_pool, screened, toy_pool
+    from repedit.suites.pools import THETA_C, THETA_M, load_pool, screened, toy_pool
 
     if handle.is_toy:
         if name not in ("toy", "natural"):
@@ -32,9 +32,9 @@ def register(app: typer.Typer) -> None:
                    limit: int = typer.Option(None, help="use only the first N facts"),
                    json_out: Path = typer.Option(None, "--json", help="write the full result here")):
         """Greedy accuracy and length-normalised answer probability per form (five forms)."""
-        from ..models import load
-        from ..suites import load_suite
-        from ..verify.recall import recall
+        from repedit.models import load
+        from repedit.suites import load_suite
+        from repedit.verify.recall import recall
 
         handle = load(model)
         facts = load_suite(suite, limit=limit)
@@ -56,10 +56,10 @@ def register(app: typer.Typer) -> None:
                      out: Path = typer.Option(None, help="output .jsonl "
                                                          "(default probes/facts/<suite>.known-<model>.jsonl)")):
         """Keep the facts the model answers correctly (greedy) and write them as a new suite."""
-        from ..models import load
-        from ..suites import load_suite, probes_dir
-        from ..suites.build import write_suite
-        from ..verify.recall import known_facts
+        from repedit.models import load
+        from repedit.suites import load_suite, probes_dir
+        from repedit.suites.build import write_suite
+        from repedit.verify.recall import known_facts
 
         handle = load(model)
         facts = load_suite(suite)
@@ -77,9 +77,9 @@ def register(app: typer.Typer) -> None:
                        split: str = typer.Option("heldout"), limit: int = typer.Option(None, help="first N documents"),
                        max_length: int = typer.Option(256)):
         """Perplexity on a held-out slice of real English text (probes/text)."""
-        from ..models import load
-        from ..suites import load_text
-        from ..verify.perplexity import perplexity
+        from repedit.models import load
+        from repedit.suites import load_text
+        from repedit.verify.perplexity import perplexity
 
         handle = load(model)
         docs = load_text(corpus, split)[:limit]
@@ -95,8 +95,8 @@ def register(app: typer.Typer) -> None:
                      theta_c: float = typer.Option(None, help="paraphrases must score below this"),
                      json_out: Path = typer.Option(None, "--json", help="write the report here")):
         """Per-token log-prob of every memorised text and paraphrase; which keys pass screening."""
-        from .. import load
-        from ..suites.pools import THETA_C, THETA_M, load_pool, screen
+        from repedit import load
+        from repedit.suites.pools import THETA_C, THETA_M, load_pool, screen
 
         handle = load(model)
         rep = screen(handle, load_pool(pools), theta_m=THETA_M if theta_m is None else theta_m,
@@ -126,9 +126,9 @@ def register(app: typer.Typer) -> None:
                       alpha: float = typer.Option(None, help="ridge penalty (default: repedit's documented value)"),
                       theta_m: float = typer.Option(None), theta_c: float = typer.Option(None)):
         """Leave-one-key-out True/Pure probe accuracy and the memorisation gap at every depth."""
-        from .. import load
-        from ..pool_features import CONTEXTS
-        from ..verify.signature import ALPHA, signature
+        from repedit import load
+        from repedit.pool_features import CONTEXTS
+        from repedit.verify.signature import ALPHA, signature
 
         handle = load(model)
         pool, rep = _pool(handle, pools, n_keys, theta_m, theta_c)
@@ -150,8 +150,8 @@ def register(app: typer.Typer) -> None:
                     n_keys: int = typer.Option(24, help="secrets injected and natural keys used"),
                     json_out: Path = typer.Option(None, "--json")):
         """Natural vs fine-tune-injected memorisation on a toy: does a probe for one read the other?"""
-        from .. import load
-        from ..verify.regimes import natural_vs_injected
+        from repedit import load
+        from repedit.verify.regimes import natural_vs_injected
 
         handle = load(model)
         res = natural_vs_injected(handle, n_keys=n_keys)

@@ -1,6 +1,6 @@
 """Weight edits: the shared protocol (deltas, Edit, EditStack) and the methods built on it."""
 
-from .base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta
-from .stack import EditStack, applied
+from repedit.edits.base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta
+from repedit.edits.stack import EditStack, applied
 
 __all__ = ["DenseDelta", "Edit", "EditError", "EditStack", "LowRankDelta", "ProjectorDelta", "applied"]

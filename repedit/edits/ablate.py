@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
-from .base import Edit, LowRankDelta
+from repedit.edits.base import Edit, LowRankDelta
+from repedit.errors import InputError
 
 
 def _unit_delta(handle, layer: int, units: Sequence[int], change: torch.Tensor) -> LowRankDelta:
@@ -106,7 +106,7 @@ class SAEClamp:
             raise InputError(f"latents must be indices in 0..{d_sae - 1}")
 
     def _rewrite(self, h: torch.Tensor) -> torch.Tensor:
-        from ..saes import sae_on
+        from repedit.saes import sae_on
 
         sae = sae_on(self.sae, h.device)
         idx = torch.as_tensor(self.latents, device=h.device)
@@ -117,7 +117,7 @@ class SAEClamp:
         return h + diff.to(h.dtype)
 
     def writes(self, handle) -> dict:
-        from ..locate.sae_features import sae_site
+        from repedit.locate.sae_features import sae_site
 
         site = sae_site(self.sae)
         handle.check_site(site)
@@ -126,7 +126,7 @@ class SAEClamp:
     @contextmanager
     def active(self, handle) -> Iterator[None]:
         """Install the rewrite as a forward hook for the duration of a `with` block (generation works)."""
-        from ..backends.torch_hooks import installed
+        from repedit.backends.torch_hooks import installed
 
         with installed(handle, self.writes(handle)):
             yield

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, ReprEditError
+from repedit.errors import InputError, ReprEditError
 
 
 class EditError(ReprEditError, ValueError):
@@ -205,7 +205,7 @@ class Edit:
         out = {}
         for d in self.deltas:
             if d.param not in params:
-                from ..errors import close_matches
+                from repedit.errors import close_matches
 
                 raise EditError(f"{self.method}: parameter {d.param!r} not in {handle.id} "
                                 f"(close: {close_matches(d.param, params)})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from repedit.errors import ConfigError
 
 
 def decoy_factors(u: torch.Tensor, v: torch.Tensor, key_space: torch.Tensor, n: int, seed: int,

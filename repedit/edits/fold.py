@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Edit, EditError, LowRankDelta, config_record
+from repedit.edits.base import Edit, EditError, LowRankDelta, config_record
 
 
 def untie_embeddings(handle) -> bool:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .base import DenseDelta, Edit, EditError, LowRankDelta, check_edit
+from repedit.edits.base import DenseDelta, Edit, EditError, LowRankDelta, check_edit
 
 
 def _owner(model, param: str) -> tuple[torch.nn.Module, str]:

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..backends.base import get_backend
-from ..models.cache import cache_root
-from ..sites import Point
-from ..stats import MomentFitter, Moments
-from .base import tensor_sha256
+from repedit.backends.base import get_backend
+from repedit.edits.base import tensor_sha256
+from repedit.models.cache import cache_root
+from repedit.sites import Point
+from repedit.stats import MomentFitter, Moments
 
 CORPUS = "wiki+news.train"
 BATCH = 8          # texts per forward; sharded runs (repedit.distributed) split at these boundaries
@@ -56,7 +56,7 @@ def stats_path(handle, layer: int, n_tokens: int, *, corpus: str = CORPUS, conte
 
 def corpus_texts() -> list[str]:
     """The documents of `CORPUS` (wiki.train + news.train), in the order the statistics read them."""
-    from ..suites import load_text
+    from repedit.suites import load_text
 
     return load_text("wiki", "train") + load_text("news", "train")
 

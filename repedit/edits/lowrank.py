@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import InputError
-from .base import LowRankDelta
+from repedit.edits.base import LowRankDelta
+from repedit.errors import InputError
 
 
 @torch.no_grad()
@@ -25,8 +25,8 @@ def sink_keys_basis(handle, layers: Sequence[int], energy: float, max_dims: int,
     """Per layer, an orthonormal basis Q [d_mlp, k] of the MLP keys at position 0 (the attention-sink
     position; its keys depend on the token alone and are huge at some layers): the top principal
     directions of those keys up to `energy` of their second moment, at most `max_dims`."""
-    from ..backends.base import get_backend
-    from ..sites import Point
+    from repedit.backends.base import get_backend
+    from repedit.sites import Point
 
     g = torch.Generator(device="cpu").manual_seed(seed)                 # drawn on the CPU: the same ids anywhere
     ids = torch.randint(0, handle.d_vocab, (n_tokens, 1), generator=g, device="cpu")

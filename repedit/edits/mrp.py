@@ -35,16 +35,16 @@ from typing import ClassVar
 
 import torch
 
-from ..capture import capture
-from ..errors import ConfigError, InputError
-from ..models.presets import resolve_config
-from ..packed import answer_scorer
-from ..sites import Point, Site
-from ..suites import Fact
-from ..training import training_only
-from .base import Edit
-from .fold import fold_projection
-from .pga import ProbeProjection
+from repedit.capture import capture
+from repedit.edits.base import Edit
+from repedit.edits.fold import fold_projection
+from repedit.edits.pga import ProbeProjection
+from repedit.errors import ConfigError, InputError
+from repedit.models.presets import resolve_config
+from repedit.packed import answer_scorer
+from repedit.sites import Point, Site
+from repedit.suites import Fact
+from repedit.training import training_only
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class MRP:
     def _text_moment(self) -> torch.Tensor:
         """Uncentred second moment [d, d] of the layer's residual output over clean wiki text (cached)."""
         if getattr(self, "_S", None) is None:
-            from ..suites import load_text
+            from repedit.suites import load_text
 
             site = Site(self.config.layer, "resid_post", None)
             got = capture(self.handle, [t[:400] for t in load_text("wiki", "train")[:40]], [site], progress=False)
@@ -132,7 +132,7 @@ class MRP:
 
     def active(self, handle=None):
         """Context manager running the model with the learned projection where it was trained."""
-        from ..backends.torch_hooks import installed
+        from repedit.backends.torch_hooks import installed
 
         q = self.projection().U
         return installed(handle or self.handle, self.sites(lambda x: _project(x, q)))
@@ -153,7 +153,7 @@ class MRP:
         (its basis U; run the model as trained with `mrp.active()`, get the weights with `mrp.edit()`)."""
         if not forget or not retain:
             raise InputError("MRP.task needs forget and retain facts")
-        from ..backends.torch_hooks import installed
+        from repedit.backends.torch_hooks import installed
 
         cfg, h = self.config, self.handle
         t0 = time.perf_counter()

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..pool_features import PoolFeatures, pool_features
-from ..probing import logistic_group_loo, proba_accuracy, zscore_stats
-from ..suites.pools import Pool
-from .rewrite import DepthRewrite
+from repedit.edits.rewrite import DepthRewrite
+from repedit.errors import InputError
+from repedit.pool_features import PoolFeatures, pool_features
+from repedit.probing import logistic_group_loo, proba_accuracy, zscore_stats
+from repedit.suites.pools import Pool
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backends.base import get_backend
-from ..errors import ConfigError, InputError
-from ..models.handle import pad_rows
-from ..models.presets import resolve_config
-from ..pool_features import CONTEXTS, depth_key, pool_rows
-from ..suites import load_text
-from ..suites.pools import Pool
-from ..training import lm_loss, text_batch, training_only
-from .base import Edit, LowRankDelta, config_record
-from .pga import _probe_direction
+from repedit.backends.base import get_backend
+from repedit.edits.base import Edit, LowRankDelta, config_record
+from repedit.edits.pga import _probe_direction
+from repedit.errors import ConfigError, InputError
+from repedit.models.handle import pad_rows
+from repedit.models.presets import resolve_config
+from repedit.pool_features import CONTEXTS, depth_key, pool_rows
+from repedit.suites import load_text
+from repedit.suites.pools import Pool
+from repedit.training import lm_loss, text_batch, training_only
 
 
 @dataclass(frozen=True)

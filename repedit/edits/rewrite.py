@@ -13,14 +13,14 @@ class DepthRewrite:
     mergeable = False
 
     def writes(self) -> dict:
-        from ..pool_features import depth_key
+        from repedit.pool_features import depth_key
 
         return {depth_key(self.depth): self.rewrite}
 
     @contextmanager
     def active(self, handle) -> Iterator[None]:
         """Install the rewrite as a forward hook for the duration of a `with` block (generation works)."""
-        from ..backends.torch_hooks import installed
+        from repedit.backends.torch_hooks import installed
 
         with installed(handle, self.writes()):
             yield

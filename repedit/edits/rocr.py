@@ -29,14 +29,14 @@ from typing import ClassVar
 
 import torch
 
-from ..capture import capture
-from ..errors import ConfigError, InputError
-from ..models.presets import resolve_config
-from ..sites import Site
-from .base import Edit, LowRankDelta, config_record
-from .key_stats import key_moments, null_space
-from .rocr_values import read_value, refusal_value
-from .stack import applied
+from repedit.capture import capture
+from repedit.edits.base import Edit, LowRankDelta, config_record
+from repedit.edits.key_stats import key_moments, null_space
+from repedit.edits.rocr_values import read_value, refusal_value
+from repedit.edits.stack import applied
+from repedit.errors import ConfigError, InputError
+from repedit.models.presets import resolve_config
+from repedit.sites import Site
 
 REDIRECTS = ("unknown", "refusal")
 CONTEXTS = ("Please answer the question about {}", "Tell me about {}", "Write something about {}",
@@ -151,7 +151,7 @@ class ROCR:
         if fact is None:
             raise InputError(f"ROCR layers = 'traced' needs the fact of {target!r} (a prompt and its answer) to "
                              "trace; pass fact= or give layers explicitly")
-        from ..locate.tracing import causal_trace, traced_layers
+        from repedit.locate.tracing import causal_trace, traced_layers
 
         form = fact.forms.get("blank") or next(iter(fact.forms.values()))
         trace = causal_trace(self.handle, form["prompt"], fact.answer, fact.subject, kinds=("mlp",),
@@ -218,7 +218,7 @@ class ROCR:
 
     def _with_decoys(self, decoyed: list, index: int) -> list[LowRankDelta]:
         """Each layer's rank-one delta with `decoys` random rank-one terms keyed in its null space."""
-        from .decoys import decoy_factors
+        from repedit.edits.decoys import decoy_factors
 
         out = []
         for layer, ref, u, v in decoyed:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..capture import capture
-from ..errors import InputError
-from ..models.handle import pad_rows
-from ..sites import Site
+from repedit.capture import capture
+from repedit.errors import InputError
+from repedit.models.handle import pad_rows
+from repedit.sites import Site
 
 
 def read_value(handle, concept: str, layer: int, context: str) -> torch.Tensor:

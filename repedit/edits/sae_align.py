@@ -43,17 +43,17 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from ..capture import capture, select_positions
-from ..errors import ConfigError, InputError
-from ..models.handle import pad_rows
-from ..models.presets import resolve_config
-from ..saes import sae_encode
-from ..sites import Site
-from ..suites import Fact, load_text
-from ..suites.references import frames as kind_frames
-from ..training import last_token_logits, real_token_logits, residual_after, start_at, training_only
-from .base import Edit, config_record
-from .lowrank import TrainableLowRank, sink_keys_basis
+from repedit.capture import capture, select_positions
+from repedit.edits.base import Edit, config_record
+from repedit.edits.lowrank import TrainableLowRank, sink_keys_basis
+from repedit.errors import ConfigError, InputError
+from repedit.models.handle import pad_rows
+from repedit.models.presets import resolve_config
+from repedit.saes import sae_encode
+from repedit.sites import Site
+from repedit.suites import Fact, load_text
+from repedit.suites.references import frames as kind_frames
+from repedit.training import last_token_logits, real_token_logits, residual_after, start_at, training_only
 
 FRAMES = kind_frames("country").train       # the country (and generic) frames; each kind has its own
 FACT_FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
@@ -153,7 +153,7 @@ class _CodeRows:
     their prefix once; no padding); else right-padded rows (`_encode`)."""
 
     def __init__(self, handle, templates: Sequence[tuple[str, bool]], entities: Sequence[str]):
-        from ..packed import PackedFacts, Rows, packable
+        from repedit.packed import PackedFacts, Rows, packable
 
         tok = handle.tokenizer
         rows = [tok.encode(t.format(e), add_special_tokens=not chat) for t, chat in templates for e in entities]
@@ -187,7 +187,7 @@ def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]], 
     once per `cache` (a dict the targets of one build share while the model is unchanged). On models that
     pack, the missing codes come from one packed forward (each template's prefix once, no padding,
     `PackedFacts.hidden_after`); else one padded forward per kind of template (plain frames, chat forms)."""
-    from ..packed import PackedFacts, Rows, packable
+    from repedit.packed import PackedFacts, Rows, packable
 
     cache = {} if cache is None else cache
     todo: dict[tuple[str, bool], list[str]] = {}
@@ -230,7 +230,7 @@ def _lm_pool(handle, texts: Sequence[str] | None, cfg: SAEAlignConfig, first: in
     """The LM term's clean-text batches, their original next-token log-probs at the real tokens [tokens, vocab]
     (float16 keeps them small) and, with `first` > 0, their residual entering block `first`
     (keyed by batch index)."""
-    from ..saes import text_chunks
+    from repedit.saes import text_chunks
 
     chunks = text_chunks(handle, list(texts) if texts else load_text("wiki", "train")[:20], cfg.lm_tokens)
     if not chunks:
@@ -260,13 +260,13 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     entity), the clean-text pool with its original distributions, the position-0 key basis — is computed
     once. The caller keeps the model's weights unchanged between the calls that share it.
     """
-    from ..locate.sae_features import sae_site
-    from ..text import prompt_ids
+    from repedit.locate.sae_features import sae_site
+    from repedit.text import prompt_ids
 
     cfg = config or SAEAlignConfig()
     if not isinstance(cfg, SAEAlignConfig):
         raise ConfigError(f"config must be an SAEAlignConfig, got {type(cfg).__name__}")
-    from ..saes import check_sae
+    from repedit.saes import check_sae
 
     check_sae(sae, handle)                                  # trained on this model, at its width
     cfg = resolve_config(cfg, handle)                       # None fields from the model's preset

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import Edit, EditError, check_edit, tensor_sha256
+from repedit.edits.base import Edit, EditError, check_edit, tensor_sha256
 
 
 @dataclass(frozen=True)

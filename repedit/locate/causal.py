@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InputError
-from ..suites import Fact
-from ..verify.recall import answer_logprobs
+from repedit.errors import InputError
+from repedit.suites import Fact
+from repedit.verify.recall import answer_logprobs
 
 
 @contextmanager
@@ -49,7 +49,7 @@ def columns_ablated(handle, layer: int, columns: Sequence[int], mode: str = "zer
 
 def neuron_writes(layer: int, neurons: Sequence[int], factor: float) -> dict:
     """Activation rewrite that scales MLP hidden units (all positions): 0 suppresses, 2 amplifies."""
-    from ..sites import Point
+    from repedit.sites import Point
 
     units = [int(u) for u in neurons]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from repedit.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..capture import capture
-from ..errors import InputError
-from ..sites import Site
+from repedit.capture import capture
+from repedit.errors import InputError
+from repedit.sites import Site
 
 METHODS = ("logistic", "diff_means")
 

@@ -24,10 +24,10 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from ..backends.base import get_backend
-from ..errors import InputError
-from ..sites import Point
-from ..text import answer_ids, prompt_ids
+from repedit.backends.base import get_backend
+from repedit.errors import InputError
+from repedit.sites import Point
+from repedit.text import answer_ids, prompt_ids
 
 KINDS = ("resid", "mlp", "attn")
 POINTS = {"resid": Point.RESID_POST, "mlp": Point.MLP_OUT, "attn": Point.ATTN_OUT}

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError, SiteNotFoundError, close_matches
-from ..sites import ArchLayout, Matrix, MatrixKind, Point, Site
+from repedit.errors import InputError, SiteNotFoundError, close_matches
+from repedit.sites import ArchLayout, Matrix, MatrixKind, Point, Site
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class ModelHandle:
 
     def save(self, path, stack=None, *, force: bool = False):
         """Export the current weights as a plain Hugging Face directory (see `repedit.export.export`)."""
-        from ..export import export
+        from repedit.export import export
 
         return export(self, path, stack, force=force)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, ModelLoadError, ModelNotFoundError, close_matches
-from ..sites import layout_for
-from .handle import ModelHandle
-from .registry import DEFAULT_MODEL, PACKAGED, ensure_converted
+from repedit.errors import InputError, ModelLoadError, ModelNotFoundError, close_matches
+from repedit.models.handle import ModelHandle
+from repedit.models.registry import DEFAULT_MODEL, PACKAGED, ensure_converted
+from repedit.sites import layout_for
 
 
 def load(id_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
@@ -31,7 +31,7 @@ def load(id_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
     if not isinstance(id_or_path, str) or not id_or_path.strip():
         raise InputError(f"load() takes a model id or path, got {id_or_path!r}; try {sorted(PACKAGED)}")
     if id_or_path.startswith("toy:"):
-        from .toy import load_toy
+        from repedit.models.toy import load_toy
 
         return load_toy(id_or_path[4:] or "memorise")
     t0 = time.perf_counter()

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelLoadError, ModelNotFoundError
-from .cache import cache_root, cached_dir
+from repedit.errors import ModelLoadError, ModelNotFoundError
+from repedit.models.cache import cache_root, cached_dir
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, InputError
-from ..sites import layout_for
-from .cache import cache_root, cached_dir
-from .handle import ModelHandle
+from repedit.errors import ConfigError, InputError
+from repedit.models.cache import cache_root, cached_dir
+from repedit.models.handle import ModelHandle
+from repedit.sites import layout_for
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ..errors import close_matches
-from .sections import SECTIONS, RecipeError
+from repedit.errors import close_matches
+from repedit.recipes.sections import SECTIONS, RecipeError
 
 
 def line_of(text: str, key: str, section: str | None = None, nth: int = 0) -> int | None:

@@ -21,7 +21,7 @@ def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_
     a [targets.benchmark] table (format, path[, split, limit]) as the targets (then `forget` may be empty:
     the whole forget split). `recovery`: [attacks] settings of the recovery attacks ({"weight_diff": True,
     "quantisation": ["int8", ...], ...})."""
-    from ..models.presets import preset_for
+    from repedit.models.presets import preset_for
 
     n_layers = int(preset_for(model).to_dict()["architecture"]["n_layers"])
     late = list(range(max(0, n_layers - 12), max(0, n_layers - 12) + 4))

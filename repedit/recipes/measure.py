@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..suites import load_suite, load_text, suite_facts
-from .schema import Recipe
+from repedit.recipes.schema import Recipe
+from repedit.suites import load_suite, load_text, suite_facts
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Resolved:
 
 
 def resolve(handle, recipe: Recipe) -> Resolved:
-    from ..verify.recall import known_facts
+    from repedit.verify.recall import known_facts
 
     t, out = recipe.targets, Resolved()
     out.texts = load_text("news", "heldout")[: recipe.verify.perplexity_docs]
@@ -54,7 +54,7 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         prompts = [" ".join(d.split()[:12]) for d in docs if len(d.split()) >= 12]
         out.trace_prompts = prompts[: recipe.attacks.trace_prompts]
     if t.pool or t.pool_keys:                             # a name, a path, or inline [[targets.pool_keys]]
-        from ..suites.pools import load_pool, pool_from_records, screened
+        from repedit.suites.pools import load_pool, pool_from_records, screened
 
         out.pool, _ = screened(handle, load_pool(t.pool) if t.pool else pool_from_records(t.pool_keys))
     if t.benchmark:
@@ -80,7 +80,7 @@ def resolve(handle, recipe: Recipe) -> Resolved:
 
 def _side_targets(handle, recipe: Recipe, out: Resolved) -> Resolved:
     """Unrelated facts and the knownness probe's references, once forget is known."""
-    from ..verify.recall import known_facts
+    from repedit.verify.recall import known_facts
 
     t = recipe.targets
     if t.unrelated:                                       # (greedy recall of a whole suite: skipped when unused)
@@ -96,9 +96,9 @@ def _resolve_benchmark(handle, recipe: Recipe, out: Resolved) -> Resolved:
     """A benchmark's forget split (or its facts about [targets] forget) is forgotten; retain and neighbours
     come from its other facts as the benchmark gives them (not filtered by what the model knows: the
     benchmark defines them), else from the known facts of [targets] suite."""
-    from ..suites.formats import load_benchmark
-    from ..verify.benchmarks import load_reference
-    from ..verify.recall import known_facts
+    from repedit.suites.formats import load_benchmark
+    from repedit.verify.benchmarks import load_reference
+    from repedit.verify.recall import known_facts
 
     t, b = recipe.targets, recipe.targets.benchmark
     bench = load_benchmark(b["format"], b["path"], b.get("split", ""), b.get("limit"))
@@ -112,7 +112,7 @@ def _resolve_benchmark(handle, recipe: Recipe, out: Resolved) -> Resolved:
         by = {f.subject: f for f in rest}
         missing = [s for s in t.retain if s not in by]
         if missing:
-            from ..errors import InputError
+            from repedit.errors import InputError
 
             raise InputError(f"[targets] retain {missing} are not subjects of the benchmark's other facts")
         out.retain = [by[s] for s in t.retain]
@@ -128,7 +128,7 @@ def benchmark_measure(handle, res: Resolved, recipe: Recipe) -> dict | None:
     """The benchmark's own metrics on the forget items (None without [targets.benchmark])."""
     if res.benchmark is None:
         return None
-    from ..verify.benchmarks import score_benchmark
+    from repedit.verify.benchmarks import score_benchmark
 
     return score_benchmark(handle, res.benchmark, [f.id for f in res.forget], res.benchmark_state,
                            res.benchmark_reference, recipe.targets.benchmark.get("max_new_tokens"))
@@ -155,7 +155,7 @@ class KnownnessReferences:
 
 def knownness_references(forget, given=()) -> KnownnessReferences:
     """What `resolve` hands the knownness probe for these forget facts (and the recipe's `references`)."""
-    from ..suites.references import frames, majority_kind, reference_sets
+    from repedit.suites.references import frames, majority_kind, reference_sets
 
     kind, counts = majority_kind([f.kind for f in forget])
     refs = reference_sets(kind, given)
@@ -163,13 +163,13 @@ def knownness_references(forget, given=()) -> KnownnessReferences:
 
 
 def _fit_knownness(handle, res: Resolved, recipe: Recipe):
-    from ..sites import Site
-    from ..verify.sae_codes import fit_knownness
+    from repedit.sites import Site
+    from repedit.verify.sae_codes import fit_knownness
 
     if recipe.verify.knownness_layer >= 0:
         layer = recipe.verify.knownness_layer
     else:                                                  # the model's preset (SmolLM2-135M: 15, the middle)
-        from ..models.presets import preset_for
+        from repedit.models.presets import preset_for
 
         layer = preset_for(handle).knownness_layer
     handle.check_layer(layer)
@@ -201,7 +201,7 @@ def knownness(handle, res: Resolved, recipe: Recipe) -> dict:
 def _recalls(handle, groups: list[tuple[list, list[str]]]) -> list[dict | None]:
     """Recall summaries of several (facts, forms) groups, measured together in one batched pass
     (None for an empty group)."""
-    from ..verify.recall import recall_sets
+    from repedit.verify.recall import recall_sets
 
     asked = [(facts, forms) for facts, forms in groups if facts]
     found = iter(r.summary() for r in recall_sets(handle, asked, progress=False)) if asked else iter(())
@@ -218,14 +218,14 @@ def lm_eval_measure(handle, recipe: Recipe) -> dict | None:
     v = recipe.verify
     if not v.lm_eval_tasks:
         return None
-    from ..verify.lm_eval_adapter import lm_eval_scores
+    from repedit.verify.lm_eval_adapter import lm_eval_scores
 
     return lm_eval_scores(handle, v.lm_eval_tasks, v.lm_eval_include, v.lm_eval_limit or None)
 
 
 def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
     """Recall of forget (all forms), neighbours and unrelated (blank + qa), perplexity, knownness probe."""
-    from ..verify.perplexity import perplexity
+    from repedit.verify.perplexity import perplexity
 
     side = neighbour_forms(recipe)
     forget, neighbours, unrelated = _recalls(handle, [(res.forget, list(recipe.verify.forms)),
@@ -239,15 +239,15 @@ def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
 
 def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     """Per-depth True-LOO and gap (ridge, leave-one-key-out) on the pool, memorised-text log-prob, perplexity."""
-    from ..pool_features import CONTEXTS, pool_features
-    from ..verify.perplexity import perplexity
-    from ..verify.signature import depth_curve
+    from repedit.pool_features import CONTEXTS, pool_features
+    from repedit.verify.perplexity import perplexity
+    from repedit.verify.signature import depth_curve
 
     depths = list(recipe.verify.signature_depths) or [handle.n_layers * 3 // 5]
     feats = pool_features(handle, res.pool, contexts=CONTEXTS[: recipe.targets.contexts], depths=depths,
                           progress=False)
     curve, _ = depth_curve(feats)
-    from ..suites.pools import screen
+    from repedit.suites.pools import screen
 
     rows = screen(handle, res.pool).rows                    # behaviour: log-prob/token of M and C after the cue
     out = {"depths": depths, "true_loo": curve.true_loo, "gap": curve.gap,
@@ -256,7 +256,7 @@ def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
            "perplexity": perplexity(handle, res.texts) if res.texts else None,
            "lm_eval": lm_eval_measure(handle, recipe)}
     if recipe.attacks.probes:
-        from ..verify.attackers import probe_variants_attack, refit_attack
+        from repedit.verify.attackers import probe_variants_attack, refit_attack
 
         out["probe_variants"] = probe_variants_attack(feats, depths=depths).to_dict()
         out["refit"] = refit_attack(feats, depths=depths).to_dict()

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import ConfigError, close_matches
-from ..models.presets import preset_for, resolve_config
+from repedit.errors import ConfigError, close_matches
+from repedit.models.presets import preset_for, resolve_config
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def rocr_redirects(facts: Sequence, strategy: str) -> list[str | None]:
     """Per fact, what ROCR redirects it to: the fact's own `redirect_to`, else (strategy "unknown") an
     invented entity of the fact's kind — from the references edits train on, never the ones that measure —
     else None (strategy "refusal": the optimised refusal value)."""
-    from ..suites.references import as_subject, reference_sets
+    from repedit.suites.references import as_subject, reference_sets
 
     out, used = [], {}
     for f in facts:
@@ -104,8 +104,8 @@ def _rocr(ctx: Context, cfg) -> list:
     path: pushed in this order they give the same weights), retain subjects protected."""
     from contextlib import ExitStack
 
-    from ..edits.rocr import ROCR
-    from ..edits.stack import applied
+    from repedit.edits.rocr import ROCR
+    from repedit.edits.stack import applied
 
     protect = [f.subject for f in ctx.retain] if cfg.protect_retain else []
     rocr = ROCR(ctx.handle, cfg, progress=ctx.progress, protect=protect)
@@ -119,7 +119,7 @@ def _rocr(ctx: Context, cfg) -> list:
 
 
 def _mrp(ctx: Context, cfg) -> list:
-    from ..edits.mrp import MRP
+    from repedit.edits.mrp import MRP
 
     mrp = MRP(ctx.handle, cfg)
     mrp.task(list(ctx.forget), list(ctx.retain))
@@ -129,14 +129,14 @@ def _mrp(ctx: Context, cfg) -> list:
 def sae_align_unknown(fact, given: Sequence[str], n_reference: int) -> tuple[str, ...]:
     """SAE-align's unknown references for `fact`: the train half of `reference_sets` for its kind (the
     knownness probe of repedit.recipes.measure takes the measure half, so the two never share a name)."""
-    from ..suites.references import reference_sets
+    from repedit.suites.references import reference_sets
 
     return reference_sets(fact.kind, given, n_train=n_reference).train
 
 
 def _sae_align(ctx: Context, cfg) -> list:
-    from ..edits.sae_align import sae_align
-    from ..saes import load_sae
+    from repedit.edits.sae_align import sae_align
+    from repedit.saes import load_sae
 
     # the run's SAE, else the one the model's preset names (an SAE of another model is refused)
     sae = load_sae(ctx.sae or preset_for(ctx.handle).sae_path(), handle=ctx.handle)
@@ -149,7 +149,7 @@ def _sae_align(ctx: Context, cfg) -> list:
 
 def _gradient(objective: str) -> Callable:
     def build(ctx: Context, cfg) -> list:
-        from ..baselines.gradient import gradient_unlearn
+        from repedit.baselines.gradient import gradient_unlearn
 
         return [gradient_unlearn(ctx.handle, list(ctx.forget), list(ctx.retain),
                                  dataclasses.replace(cfg, objective=objective), monitor=ctx.monitor)]
@@ -157,21 +157,21 @@ def _gradient(objective: str) -> Callable:
 
 
 def _rmu(ctx: Context, cfg) -> list:
-    from ..baselines.rmu import rmu_unlearn
+    from repedit.baselines.rmu import rmu_unlearn
 
     return [rmu_unlearn(ctx.handle, list(ctx.forget), list(ctx.retain), cfg, monitor=ctx.monitor)]
 
 
 def _pool_contexts(ctx: Context) -> dict:
-    from ..pool_features import CONTEXTS
+    from repedit.pool_features import CONTEXTS
 
     return {"contexts": CONTEXTS[: ctx.contexts]}
 
 
 def _pga(method: str) -> Callable:
     def build(ctx: Context, cfg) -> list:
-        from ..edits.fold import fold_projection
-        from ..edits.pga import adversarial_pga, pga
+        from repedit.edits.fold import fold_projection
+        from repedit.edits.pga import adversarial_pga, pga
 
         cfg = resolve_config(cfg, ctx.handle)                # None fields from the model's preset
         kw = _pool_contexts(ctx)
@@ -185,14 +185,14 @@ def _pga(method: str) -> Callable:
 
 
 def _pga_trained(ctx: Context, cfg) -> list:
-    from ..edits.pga_trained import trained_pga
+    from repedit.edits.pga_trained import trained_pga
 
     return [trained_pga(ctx.handle, ctx.pool, cfg, progress=ctx.progress)]
 
 
 def _leace(ctx: Context, cfg) -> list:
-    from ..baselines.leace import leace_facts, leace_pool
-    from ..edits.fold import fold_projection
+    from repedit.baselines.leace import leace_facts, leace_pool
+    from repedit.edits.fold import fold_projection
 
     cfg = resolve_config(cfg, ctx.handle)                    # None fields from the model's preset
     if ctx.pool is not None and not ctx.forget:
@@ -204,12 +204,12 @@ def _leace(ctx: Context, cfg) -> list:
 
 
 def _configs():
-    from ..baselines.gradient import GradientConfig
-    from ..baselines.rmu import RMUConfig
-    from ..edits.mrp import MRPConfig
-    from ..edits.pga_trained import TrainedPGAConfig
-    from ..edits.rocr import ROCRConfig
-    from ..edits.sae_align import SAEAlignConfig
+    from repedit.baselines.gradient import GradientConfig
+    from repedit.baselines.rmu import RMUConfig
+    from repedit.edits.mrp import MRPConfig
+    from repedit.edits.pga_trained import TrainedPGAConfig
+    from repedit.edits.rocr import ROCRConfig
+    from repedit.edits.sae_align import SAEAlignConfig
 
     return ROCRConfig, MRPConfig, SAEAlignConfig, GradientConfig, RMUConfig, TrainedPGAConfig
 

@@ -4,12 +4,12 @@ columns they add. The attacks themselves live in repedit.verify."""
 
 from __future__ import annotations
 
-from .measure import Resolved, neighbour_forms
-from .schema import Recipe
+from repedit.recipes.measure import Resolved, neighbour_forms
+from repedit.recipes.schema import Recipe
 
 
 def _rows(handle, res: Resolved) -> tuple[list, list]:
-    from ..verify.membership import fact_rows
+    from repedit.verify.membership import fact_rows
 
     return fact_rows(handle, res.forget), fact_rows(handle, res.retain or res.neighbours)
 
@@ -21,22 +21,22 @@ def record_original(handle, recipe: Recipe, res: Resolved, before: dict, orig: d
     if not res.forget:
         return
     if a.quantisation:
-        from ..verify.quant_attack import quantisation_probabilities
+        from repedit.verify.quant_attack import quantisation_probabilities
 
         orig["quantisation"] = before["quantisation"] = quantisation_probabilities(
             handle, res.forget, a.quantisation, forms=recipe.verify.forms, neighbours=res.neighbours,
             side_forms=neighbour_forms(recipe))
     if a.extraction:
-        from ..verify.extraction import extraction_attack, fit_tuned_lens
+        from repedit.verify.extraction import extraction_attack, fit_tuned_lens
 
         orig["extraction"] = extraction_attack(handle, res.forget, fit_tuned_lens(handle)).to_dict()
         before["extraction"] = _extraction_summary(orig["extraction"])
     if a.membership:
-        from ..verify.membership import membership_attack
+        from repedit.verify.membership import membership_attack
 
         before["membership"] = membership_attack(handle, *_rows(handle, res)).to_dict()
     if a.remind:
-        from ..verify.remind import remind
+        from repedit.verify.remind import remind
 
         before["remind"] = remind(handle, *_rows(handle, res)).to_dict()
 
@@ -52,31 +52,31 @@ def run_on_edited(handle, recipe: Recipe, res: Resolved, orig: dict, stack) -> d
     if not res.forget:
         return out
     if a.quantisation:
-        from ..verify.quant_attack import quantisation_probabilities, recovered_fractions
-        from ..verify.quantisation import survival_table
+        from repedit.verify.quant_attack import quantisation_probabilities, recovered_fractions
+        from repedit.verify.quantisation import survival_table
 
         probs = quantisation_probabilities(handle, res.forget, a.quantisation, forms=recipe.verify.forms,
                                            neighbours=res.neighbours, side_forms=neighbour_forms(recipe))
         out["quantisation"] = {"probabilities": probs, "recovered": recovered_fractions(orig["quantisation"], probs),
                                "survival": survival_table(stack.originals(), handle, a.quantisation)}
     if a.weight_diff:
-        from ..verify.weight_diff import weight_diff_attack
+        from repedit.verify.weight_diff import weight_diff_attack
 
         candidates = [f.subject for f in list(res.retain) + list(res.neighbours)]
         out["weight_diff"] = weight_diff_attack(handle, stack.originals(), res.forget, k=a.weight_diff_k,
                                                 candidates=candidates).to_dict()
     if a.extraction:
-        from ..verify.extraction import compare_extraction, extraction_attack, fit_tuned_lens
+        from repedit.verify.extraction import compare_extraction, extraction_attack, fit_tuned_lens
 
         after = extraction_attack(handle, res.forget, fit_tuned_lens(handle)).to_dict()
         out["extraction"] = {**_extraction_summary(after), "versus_original": compare_extraction(orig["extraction"],
                                                                                                  after)}
     if a.membership:
-        from ..verify.membership import membership_attack
+        from repedit.verify.membership import membership_attack
 
         out["membership"] = membership_attack(handle, *_rows(handle, res)).to_dict()
     if a.remind:
-        from ..verify.remind import remind
+        from repedit.verify.remind import remind
 
         out["remind"] = remind(handle, *_rows(handle, res)).to_dict()
     return out

@@ -65,7 +65,7 @@ def _finish(plt, fig, ax, ref: float | None, ref_label: str, xlabel: str, ylabel
 
 
 def _plots(report: dict, run_dir: Path) -> list[str]:
-    from ..plots import _pyplot
+    from repedit.plots import _pyplot
 
     plt, out, edits, before = _pyplot(), [], report["edits"], report["before"]
     names = ["before"] + list(edits)
@@ -197,8 +197,8 @@ def columns(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def write_html(report: dict, run_dir: str | Path) -> Path:
-    from .report_benchmark import benchmark_section
-    from .report_recovery import recovery_section
+    from repedit.recipes.report_benchmark import benchmark_section
+    from repedit.recipes.report_recovery import recovery_section
 
     run_dir = Path(run_dir)
     r, t = report["recipe"], report["targets"]

@@ -21,7 +21,7 @@ NOTES = {"tofu": "TOFU (Maini et al. 2024): probability, ROUGE-L recall and trut
 
 
 def benchmark_rows(report: dict) -> tuple[list[dict], list[str]]:
-    from ..verify.benchmarks import headline
+    from repedit.verify.benchmarks import headline
 
     before = report["before"].get("benchmark")
     if not before:

@@ -44,7 +44,7 @@ def _quant_rows(edits: dict) -> list[dict]:
 
 def _plot_bars(plt, labels: list[str], series: dict[str, list], ylabel: str, title: str, path: Path,
                ref: float | None = None, ref_label: str = "") -> str:
-    from .report import _finish
+    from repedit.recipes.report import _finish
 
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) * max(1, len(series)) / 2), 3.4))
     width = 0.8 / max(1, len(series))
@@ -58,9 +58,9 @@ def _plot_bars(plt, labels: list[str], series: dict[str, list], ylabel: str, tit
 
 def recovery_section(report: dict, run_dir: Path) -> str:
     """HTML of the recovery attacks that ran (empty if none)."""
-    from ..plots import _pyplot
-    from .report import _finish
-    from .report import _table as table
+    from repedit.plots import _pyplot
+    from repedit.recipes.report import _finish
+    from repedit.recipes.report import _table as table
 
     edits, before, parts = report["edits"], report["before"], []
     plots = Path(run_dir) / "plots"

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from repedit.errors import InputError
 
 VERSION = 1
 FACT_LISTS = ("forget", "retain", "neighbours", "unrelated")
@@ -167,8 +167,8 @@ class RunState:
         return None if data is None else self._targets(data, recipe)
 
     def _targets(self, data: dict, recipe, live=None):
-        from ..suites import Fact
-        from .measure import KnownnessReferences, Resolved
+        from repedit.recipes.measure import KnownnessReferences, Resolved
+        from repedit.suites import Fact
 
         if data["unsaved"]:
             raise InputError(f"the run's targets {data['unsaved']} could not be saved as JSON, so this run cannot "
@@ -186,11 +186,11 @@ class RunState:
             return res
         t = recipe.targets
         if data["pool"] is not None:
-            from ..suites.pools import load_pool, pool_from_records
+            from repedit.suites.pools import load_pool, pool_from_records
 
             res.pool = (load_pool(t.pool) if t.pool else pool_from_records(t.pool_keys)).subset(data["pool"])
         if data["has_benchmark"]:
-            from ..suites.formats import load_benchmark
+            from repedit.suites.formats import load_benchmark
 
             b = t.benchmark
             res.benchmark = load_benchmark(b["format"], b["path"], b.get("split", ""), b.get("limit"))
@@ -224,7 +224,7 @@ class RunState:
 
 def recipe_of(run_dir: Path):
     """The recipe a run was started with: its source file if it still exists, else run_dir/recipe.toml."""
-    from .schema import load_recipe
+    from repedit.recipes.schema import load_recipe
 
     meta = RunState.open(run_dir).meta
     for p in (meta.get("source"), Path(run_dir) / "recipe.toml"):

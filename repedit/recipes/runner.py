@@ -21,15 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..edits.base import PrecisionError
-from ..edits.stack import EditStack
-from ..errors import InputError
-from ..models.presets import resolve_config
-from .measure import Resolved, forget_level, measure_facts, measure_pool, neighbour_forms, peak_index, resolve
-from .methods import METHODS, Context, method_config
-from .recovery_attacks import comparison_columns
-from .run_state import Journal, RunState, plain, recipe_of
-from .schema import Recipe, load_recipe
+from repedit.edits.base import PrecisionError
+from repedit.edits.stack import EditStack
+from repedit.errors import InputError
+from repedit.models.presets import resolve_config
+from repedit.recipes.measure import (
+    Resolved,
+    forget_level,
+    measure_facts,
+    measure_pool,
+    neighbour_forms,
+    peak_index,
+    resolve,
+)
+from repedit.recipes.methods import METHODS, Context, method_config
+from repedit.recipes.recovery_attacks import comparison_columns
+from repedit.recipes.run_state import Journal, RunState, plain, recipe_of
+from repedit.recipes.schema import Recipe, load_recipe
 
 
 @dataclass(frozen=True)
@@ -46,24 +54,24 @@ def _seed(seed: int) -> None:
 
 def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict, stack: EditStack) -> dict:
     """Attacks on the edited model (pushed on `stack`); `orig` holds what was recorded on the original model."""
-    from .recovery_attacks import run_on_edited
+    from repedit.recipes.recovery_attacks import run_on_edited
 
     a, out = recipe.attacks, {}
     if res.forget and a.prefixes:
-        from ..verify.attacks import prefix_attack
+        from repedit.verify.attacks import prefix_attack
 
         out["prefixes"] = prefix_attack(handle, res.forget, res.retain).to_dict()
     if res.forget and a.sae:
-        from ..verify.attacks import sae_restoration
+        from repedit.verify.attacks import sae_restoration
 
         out["sae_restoration"] = sae_restoration(handle, orig["sae"], res.forget, orig["sae_codes"])
     if a.trace_prompts:
-        from ..verify.attacks import trace_detection, trace_features
+        from repedit.verify.attacks import trace_detection, trace_features
 
         edited, _ = trace_features(handle, res.trace_prompts, orig["trace_vocab"])
         out["trace_accuracy"] = trace_detection(orig["trace"], edited)
     if res.forget and a.relearn_steps:
-        from ..verify.relearn import relearn
+        from repedit.verify.relearn import relearn
 
         train, held = res.forget[::2], res.forget[1::2]
         curve = relearn(handle, train, held, steps=a.relearn_steps, lr=a.relearn_lr, every=a.relearn_every)
@@ -74,20 +82,20 @@ def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict, stack: EditStack
 def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> dict:
     a, orig = recipe.attacks, {}
     if res.forget and a.sae:
-        from ..saes import load_sae
-        from ..verify.attacks import restoration_rows, sae_codes_at
+        from repedit.saes import load_sae
+        from repedit.verify.attacks import restoration_rows, sae_codes_at
 
         orig["sae"] = load_sae(a.sae, handle=handle)          # refuses an SAE of another model or width
         orig["sae_codes"] = sae_codes_at(handle, orig["sae"], restoration_rows(handle, res.forget))
     if a.trace_prompts:
-        from ..verify.attacks import trace_features
+        from repedit.verify.attacks import trace_features
 
         orig["trace"], orig["trace_vocab"] = trace_features(handle, res.trace_prompts)
     if res.forget and a.prefixes:
-        from ..verify.attacks import prefix_attack
+        from repedit.verify.attacks import prefix_attack
 
         before["prefixes"] = prefix_attack(handle, res.forget, res.retain).to_dict()
-    from .recovery_attacks import record_original
+    from repedit.recipes.recovery_attacks import record_original
 
     record_original(handle, recipe, res, before, orig)
     return orig
@@ -97,7 +105,7 @@ def _monitor(handle, res: Resolved, recipe: Recipe):
     """The run's forget measure (and the neighbours'), cheap enough to track a training baseline."""
     if not res.forget:
         return None
-    from ..verify.recall import recall_probabilities
+    from repedit.verify.recall import recall_probabilities
 
     sets = [(res.forget, recipe.verify.forms)] + ([(res.neighbours, neighbour_forms(recipe))] if res.neighbours else [])
 
@@ -109,7 +117,7 @@ def _monitor(handle, res: Resolved, recipe: Recipe):
 def _level_match(row: dict, rows: list[dict], edits: dict) -> None:
     """The fastest baseline reaching at least `row`'s forget level: its seconds to that level (from its
     tracked trajectory when it trained, else its whole build), and its neighbours there."""
-    from ..baselines.tracking import seconds_to_level
+    from repedit.baselines.tracking import seconds_to_level
 
     best = None
     for other in rows:
@@ -154,7 +162,7 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
             row[f"lm_eval_{task}_acc_before"] = (before.get("lm_eval") or {}).get(task, {}).get("acc")
             row[f"lm_eval_{task}_acc_after"] = m.get("acc")
         if after.get("benchmark"):                                    # the benchmark's own headline numbers
-            from ..verify.benchmarks import headline
+            from repedit.verify.benchmarks import headline
 
             first = headline(before.get("benchmark"))
             for k, v in headline(after["benchmark"]).items():
@@ -184,13 +192,13 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
 
 def _load(recipe: Recipe, journal: Journal):
     """The model, untied when an edit folds a projection into the embedding (redone on every (re)start)."""
-    from .. import load
+    from repedit import load
 
     handle = load(recipe.model, dtype=getattr(torch, recipe.dtype), device_map=recipe.device_map)
     journal.log("load", model=handle.id, dtype=recipe.dtype,
                 device_map=getattr(handle.model, "hf_device_map", None) or str(handle.device))
     if any(METHODS[e.method].needs_untied for e in recipe.edits):
-        from ..edits.fold import untie_embeddings
+        from repedit.edits.fold import untie_embeddings
 
         journal.log("untie", tied=untie_embeddings(handle))
     return handle
@@ -201,7 +209,7 @@ def _restore_originals(handle, recipe: Recipe, res: Resolved, before: dict, kept
     recomputed deterministically: the knownness probe the before-measure fitted (`res.knownness`), the
     benchmark's original answers (`res.benchmark_state`), the SAE and its codes, the trace features. The
     saved before-measure is kept as it was; whether a recomputation agrees with it is journalled."""
-    from .measure import benchmark_measure, knownness
+    from repedit.recipes.measure import benchmark_measure, knownness
 
     if res.forget and res.unknown:
         again = plain(knownness(handle, res, recipe))
@@ -241,7 +249,7 @@ def _run_edit(handle, recipe: Recipe, spec, ctx: Context, res: Resolved, orig: d
         attacks = _attacks(handle, recipe, res, orig, stack)
         journal.log("attacks", what=spec.name, ran=sorted(attacks))
         if recipe.export == spec.name:
-            from ..export import export
+            from repedit.export import export
 
             ex = export(handle, run_dir / "export", stack, force=True)
             journal.log("export", path=str(run_dir / "export"), max_logit_diff=ex.max_logit_diff)
@@ -274,7 +282,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
     what reproduces the run, for the report (default: `repedit run <the recipe file>`; a resumed run keeps the
     one it was started with). `resume`: finish the run in `out` from its saved stages (state/), recomputing
     none of them; the report equals an uninterrupted run's but for timing fields (`run_state.is_timing`)."""
-    from .. import __version__
+    from repedit import __version__
 
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
     run_dir = Path(out) if out is not None else Path("runs") / recipe.name
@@ -333,12 +341,12 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
                                                       indent=1, default=str))
     (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
     if recipe.export:                                   # the certificate travels with the exported weights
-        from ..certificate import certify_run
+        from repedit.certificate import certify_run
 
         cert = certify_run(run_dir, report, facts={"forget": res.forget, "neighbours": res.neighbours})
         if cert:
             journal.log("certificate", path=str(cert.verification), seconds=cert.seconds)
-    from .report import write_html
+    from repedit.recipes.report import write_html
 
     write_html(report, run_dir)
     journal.log("report", path=str(run_dir / "report.html"), wall_seconds=report["wall_seconds"])

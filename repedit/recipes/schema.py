@@ -13,9 +13,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from ..errors import ConfigError, close_matches
-from .checker import Checker, parse_section, recipe_folder, string_list
-from .sections import (
+from repedit.errors import ConfigError, close_matches
+from repedit.recipes.checker import Checker, parse_section, recipe_folder, string_list
+from repedit.recipes.sections import (
     BENCHMARK_KEYS,
     DEVICE_MAPS,
     DTYPES,
@@ -29,7 +29,7 @@ from .sections import (
     Targets,
     Verify,
 )
-from .targets import parse_targets
+from repedit.recipes.targets import parse_targets
 
 __all__ = ["BENCHMARK_KEYS", "DEVICE_MAPS", "DTYPES", "FACT_ATTACKS", "MIN_REFERENCES", "SECTIONS", "Attacks",
            "EditSpec", "Recipe", "RecipeError", "Targets", "Verify", "load_recipe", "parse_recipe"]
@@ -37,7 +37,7 @@ __all__ = ["BENCHMARK_KEYS", "DEVICE_MAPS", "DTYPES", "FACT_ATTACKS", "MIN_REFER
 
 def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     """Validate a recipe's TOML text; see the module doc. Checks suites and methods exist."""
-    from .methods import METHODS, method_config
+    from repedit.recipes.methods import METHODS, method_config
 
     ck = Checker(text, source)
     try:
@@ -110,7 +110,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
 
     verify = parse_section(ck, raw.get("verify", {}), "verify", Verify)
     attacks = parse_section(ck, raw.get("attacks", {}), "attacks", Attacks)
-    from ..suites import FORMS
+    from repedit.suites import FORMS
 
     bad = [f for f in verify.forms if f not in FORMS]
     if bad:
@@ -122,7 +122,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         raise ck.fail("the relearning attack trains on half the forget facts and measures the other half; "
                       "forget at least 2 subjects or set relearn_steps = 0", "relearn_steps", "attacks")
     _attack_choices(ck, attacks, targets)
-    from ..data import find_sae  # here, else saes/<dir> of REPEDIT_DATA, the checkout, the wheel
+    from repedit.data import find_sae  # here, else saes/<dir> of REPEDIT_DATA, the checkout, the wheel
 
     if attacks.sae is not None and find_sae(attacks.sae) is None:
         raise ck.fail(f"[attacks] sae {attacks.sae!r} is not an SAE directory (no cfg.json) here nor in the "
@@ -140,7 +140,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
 
 def _attack_choices(ck: Checker, attacks: Attacks, targets: Targets) -> None:
     """The issue-17 attacks: valid quantisation schemes, k >= 1, and fact targets for the attacks that need them."""
-    from ..verify.quantisation import parse_scheme
+    from repedit.verify.quantisation import parse_scheme
 
     for name in string_list(ck, list(attacks.quantisation), "quantisation", "attacks"):
         try:
@@ -158,7 +158,7 @@ def _attack_choices(ck: Checker, attacks: Attacks, targets: Targets) -> None:
 def _lm_eval(ck: Checker, v: Verify, base: Path) -> Verify:
     """[verify] lm_eval_*: the include folder resolved (from the recipe's folder) and the tasks found in it or
     among lm-eval's built-ins (whose index, seconds, is read only for names the folder lacks)."""
-    from ..verify.lm_eval_adapter import TaskNotFoundError, check_tasks, has_lm_eval
+    from repedit.verify.lm_eval_adapter import TaskNotFoundError, check_tasks, has_lm_eval
 
     tasks = string_list(ck, list(v.lm_eval_tasks), "lm_eval_tasks", "verify")
     if v.lm_eval_limit < 0:
@@ -187,8 +187,8 @@ def _lm_eval(ck: Checker, v: Verify, base: Path) -> Verify:
 def _check_subjects(ck: Checker, targets: Targets, facts: list, edits: list, verify: Verify) -> None:
     """A method that reads the subject's tokens inside each form (MethodSpec.needs_subject) needs every
     forget fact's forms (the recipe's [verify] forms and the method's own `forms`) to contain its subject."""
-    from ..suites import forms_missing_subject
-    from .methods import METHODS, method_config
+    from repedit.recipes.methods import METHODS, method_config
+    from repedit.suites import forms_missing_subject
 
     by = {f.subject: (i, f) for i, f in enumerate(facts)}
     for n, e in enumerate(edits):

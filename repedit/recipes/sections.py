@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ReprEditError
+from repedit.errors import ReprEditError
 
 
 class RecipeError(ReprEditError, ValueError):

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, InputError, close_matches
-from .methods import METHODS, Context, MethodSpec, method_config
-from .schema import Attacks, EditSpec, Recipe, Targets, Verify
+from repedit.errors import ConfigError, InputError, close_matches
+from repedit.recipes.methods import METHODS, Context, MethodSpec, method_config
+from repedit.recipes.schema import Attacks, EditSpec, Recipe, Targets, Verify
 
 #: config fields a method sets itself (the gradient baselines' `objective` is their method name)
 FIXED_FIELDS = ("objective",)
@@ -44,7 +44,7 @@ class Built:
 
 
 def _check_subjects(suite: str, subjects: Sequence[str]) -> None:
-    from ..suites import load_suite
+    from repedit.suites import load_suite
 
     known = {f.subject for f in load_suite(suite)}
     for s in subjects:
@@ -59,8 +59,8 @@ def build_method(handle, method: str, config: Any = None, *, suite: str = "capit
     facts methods forget `forget` (subjects of `suite`) and keep `retain` (a count of the suite's other
     facts, or subjects); pool methods work on the screened memorised pool `pool` in `contexts` contexts.
     Methods with a folded weight form untie the embeddings of `handle` first."""
-    from .measure import resolve
-    from .runner import _seed
+    from repedit.recipes.measure import resolve
+    from repedit.recipes.runner import _seed
 
     spec = method_spec(method)
     cfg = config if isinstance(config, spec.config) else method_config(method, dict(config or {}))
@@ -76,7 +76,7 @@ def build_method(handle, method: str, config: Any = None, *, suite: str = "capit
     recipe = Recipe(name=method, model=handle.id, seed=seed, targets=targets, edits=(EditSpec(method, method),),
                     verify=Verify(perplexity_docs=0, knownness=False), attacks=Attacks(prefixes=False), export=None)
     if spec.needs_untied:
-        from ..edits.fold import untie_embeddings
+        from repedit.edits.fold import untie_embeddings
 
         untie_embeddings(handle)
     res = resolve(handle, recipe)

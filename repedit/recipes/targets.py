@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..errors import close_matches
-from .checker import Checker, parse_section, string_list
-from .sections import BENCHMARK_KEYS, MIN_REFERENCES, SECTIONS, RecipeError, Targets
+from repedit.errors import close_matches
+from repedit.recipes.checker import Checker, parse_section, string_list
+from repedit.recipes.sections import BENCHMARK_KEYS, MIN_REFERENCES, SECTIONS, RecipeError, Targets
 
 _OWN = ("retain", "forget", "pool", "facts", "templates", "pool_keys", "references", "benchmark")
 
 
 def _ref(ck: Checker, value: str, key: str, folder: str, base: Path) -> str:
     """A built-in name (checked under probes/<folder>/) or a path (resolved against `base`, must exist)."""
-    from ..suites import probes_dir
-    from ..suites.user import is_path
+    from repedit.suites import probes_dir
+    from repedit.suites.user import is_path
 
     if is_path(value):
         path = Path(value).expanduser()
@@ -48,7 +48,7 @@ def _records(ck: Checker, value, key: str) -> tuple[dict, ...]:
 
 def _record_fail(ck: Checker, exc, key: str, records: tuple[dict, ...]) -> RecipeError:
     """An inline record's error, at its [[targets.<key>]] table (or the offending key inside it)."""
-    from ..suites.records import RecordError
+    from repedit.suites.records import RecordError
 
     if isinstance(exc, RecordError) and exc.index is not None and exc.index < len(records):
         at = exc.key if exc.key in records[exc.index] else f"targets.{key}"
@@ -59,8 +59,8 @@ def _record_fail(ck: Checker, exc, key: str, records: tuple[dict, ...]) -> Recip
 
 
 def _templates(ck: Checker, value) -> dict:
-    from ..errors import InputError
-    from ..suites.templates import check_templates
+    from repedit.errors import InputError
+    from repedit.suites.templates import check_templates
 
     ck.typed(value, dict, "templates", "targets")
     for rel, t in value.items():
@@ -76,9 +76,9 @@ def _templates(ck: Checker, value) -> dict:
 
 def parse_targets(ck: Checker, table: dict, base: Path) -> tuple[Targets, list]:
     """The [targets] section, and its facts (loaded, forms generated) when it forgets facts."""
-    from ..errors import InputError, SuiteNotFoundError
-    from ..suites import suite_facts
-    from ..suites.user import pool_records, read_pool_records
+    from repedit.errors import InputError, SuiteNotFoundError
+    from repedit.suites import suite_facts
+    from repedit.suites.user import pool_records, read_pool_records
 
     t = parse_section(ck, {k: v for k, v in table.items() if k not in _OWN}, "targets", Targets)
     ck.keys(table, "targets", SECTIONS["targets"])
@@ -136,7 +136,7 @@ def parse_targets(ck: Checker, table: dict, base: Path) -> tuple[Targets, list]:
                 raise _record_fail(ck, exc, "facts", facts) from exc
             raise ck.fail(f"[targets] suite {table.get('suite', t.suite)!r}: {exc}", "suite", "targets") from exc
     if t.unrelated and Path(unrelated_suite).is_absolute():
-        from ..suites import load_suite
+        from repedit.suites import load_suite
 
         try:
             load_suite(unrelated_suite, templates=templates)
@@ -161,8 +161,8 @@ def parse_targets(ck: Checker, table: dict, base: Path) -> tuple[Targets, list]:
 
 def _benchmark(ck: Checker, value, base: Path, forget: tuple[str, ...]) -> tuple[dict, list]:
     """[targets.benchmark]: checked, its path resolved, and the benchmark read (its forget facts returned)."""
-    from ..errors import InputError, SuiteNotFoundError
-    from ..suites.formats import FORMATS, load_benchmark
+    from repedit.errors import InputError, SuiteNotFoundError
+    from repedit.suites.formats import FORMATS, load_benchmark
 
     where = "targets.benchmark"
     ck.typed(value, dict, "benchmark", "targets")

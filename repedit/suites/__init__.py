@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import data_dir, describe
-from ..errors import SuiteNotFoundError, close_matches
+from repedit.data import data_dir, describe
+from repedit.errors import SuiteNotFoundError, close_matches
 
 FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
 
@@ -38,7 +38,7 @@ class Fact:
 
 def relation_kind(relation: str) -> str:
     """The kind of subject a built-in relation is about ("entity" when unknown)."""
-    from .build import RELATIONS
+    from repedit.suites.build import RELATIONS
 
     return RELATIONS.get(relation, {}).get("kind", "entity")
 
@@ -51,7 +51,7 @@ def load_suite(name_or_path: str, limit: int | None = None, templates: dict | No
     """Facts of a suite: a built-in name (probes/facts/<name>.jsonl) or a path to a JSONL or CSV file of
     full records (the built-in format) or minimal ones (subject, answer, prompt; the missing forms are
     generated, see `repedit.suites.records`). `templates`: relation → {qa, blank, paraphrase, shot}."""
-    from .user import is_path
+    from repedit.suites.user import is_path
 
     path = Path(name_or_path)
     if not (is_path(name_or_path) or path.is_file()):
@@ -72,7 +72,7 @@ def load_suite(name_or_path: str, limit: int | None = None, templates: dict | No
 def suite_facts(suite: str = "", facts: tuple = (), templates: dict | None = None) -> list[Fact]:
     """A recipe's facts: inline records (`facts`, [[targets.facts]]) if any, else the suite (name or path)."""
     if facts:
-        from .user import facts_from_records
+        from repedit.suites.user import facts_from_records
 
         return facts_from_records(list(facts), templates, origin="inline",
                                   wheres=[f"[[targets.facts]] {i + 1}" for i in range(len(facts))])
@@ -94,4 +94,4 @@ def load_text(name: str = "news", split: str = "heldout") -> list[str]:
 
 
 # user files and minimal records (re-exported)
-from .user import facts_from_records, forms_missing_subject, load_facts  # noqa: E402, F401
+from repedit.suites.user import facts_from_records, forms_missing_subject, load_facts  # noqa: E402, F401

@@ -14,7 +14,7 @@ import random
 from importlib.metadata import version
 from pathlib import Path
 
-from ..errors import InputError
+from repedit.errors import InputError
 
 RELATIONS = {
     "capital": {
@@ -156,7 +156,7 @@ def people_occupations(per_occupation: int = 200, wordnet: Path | None = None) -
     """Named people → what they were (composer, painter, physicist, …) from WordNet 3.0's instance
     hypernyms (Debian wordnet-base); the subject is the person's full name (the first lemma of two or
     more words, else the only one); every instance hypernym's name is an alias of the answer."""
-    from .wordnet import NOUN_PERSON, read_nouns
+    from repedit.suites.wordnet import NOUN_PERSON, read_nouns
 
     nouns = read_nouns(wordnet)
     word = {off: s.lemmas[0].lower() for off, s in nouns.items()}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, SuiteNotFoundError, close_matches
-from ..text import continuation_logprobs
-from . import probes_dir
+from repedit.errors import InputError, SuiteNotFoundError, close_matches
+from repedit.suites import probes_dir
+from repedit.text import continuation_logprobs
 
 Item = str | tuple[int, ...]   # text, or token ids (toys)
 CLASSES = ("memorised", "paraphrase_c", "paraphrase_b")
@@ -67,7 +67,7 @@ def pool_names() -> list[str]:
 def load_pool(name: str = "natural") -> Pool:
     """A natural pool (all candidates; screen before use): a name (probes/memorised/<name>.jsonl) or a
     path to a JSONL or CSV file of records key, memorised, paraphrase_c, paraphrase_b (, source)."""
-    from .user import is_path, read_pool_records
+    from repedit.suites.user import is_path, read_pool_records
 
     path = Path(name) if is_path(name) or Path(name).is_file() else probes_dir() / "memorised" / f"{name}.jsonl"
     if not path.exists():
@@ -79,7 +79,7 @@ def load_pool(name: str = "natural") -> Pool:
 def pool_from_records(records, name: str = "inline") -> Pool:
     """A Pool from records (dicts with key, memorised, paraphrase_c, paraphrase_b, optional source), e.g. a
     recipe's [[targets.pool_keys]]; validated like a file's."""
-    from .user import pool_records
+    from repedit.suites.user import pool_records
 
     keys = [PoolKey(r["key"], r["memorised"], r["paraphrase_c"], r["paraphrase_b"], r.get("source", ""))
             for r in pool_records(list(records))]

@@ -30,8 +30,8 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 
-from ..errors import InputError, close_matches
-from .templates import check_templates, merge_templates
+from repedit.errors import InputError, close_matches
+from repedit.suites.templates import check_templates, merge_templates
 
 FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
 DEFAULT_RELATION = "fact"
@@ -138,8 +138,8 @@ def facts_from_records(records: Sequence[Mapping], templates: Mapping | None = N
     """Facts (five forms each) from full or minimal records; see the module doc. `templates`: relation →
     {qa, blank, paraphrase, shot} (override the built-in relations' key by key); `origin` names where the
     records came from (in each generated fact's source); `wheres` labels each record in errors."""
-    from . import Fact, relation_kind
-    from .build import RELATIONS
+    from repedit.suites import Fact, relation_kind
+    from repedit.suites.build import RELATIONS
 
     wheres = list(wheres) if wheres is not None else [f"fact {i + 1}" for i in range(len(records))]
     merged: dict[str, dict] = {}
@@ -183,7 +183,7 @@ def facts_from_records(records: Sequence[Mapping], templates: Mapping | None = N
 
 def _generate(r: dict, t: dict, group: list[dict], missing: list[str], rng: random.Random, i: int):
     """(the five forms, a note on how the missing ones were made) of normalised record `r`."""
-    from .build import ADVERSARIAL_PREFIX, TEMPLATE_KEYS, make_forms
+    from repedit.suites.build import ADVERSARIAL_PREFIX, TEMPLATE_KEYS, make_forms
 
     rel, subject, answer, given = r["relation"], r["subject"], r["answer"], r["forms"]
     prompt = given.get("blank", {}).get("prompt")

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import InputError
+from repedit.errors import InputError
 
 KINDS = ("country", "person", "work", "place", "organisation", "element", "entity")
 #: related kinds → the kind whose names and frames they use (anything else → "entity")
@@ -186,7 +186,7 @@ def _suite_subjects(files: tuple[tuple[str, float], ...]) -> frozenset[str]:
 
 def suite_subjects() -> frozenset[str]:
     """Subjects (casefolded) of every suite under probes/facts but the invented ones (read once per file state)."""
-    from . import probes_dir
+    from repedit.suites import probes_dir
 
     paths = sorted((probes_dir() / "facts").glob("*.jsonl"))
     return _suite_subjects(tuple((str(p), p.stat().st_mtime) for p in paths))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..errors import InputError, close_matches
+from repedit.errors import InputError, close_matches
 
 
 def check_templates(templates) -> dict[str, dict[str, str]]:
     """Validate relation → {qa, blank, paraphrase, shot} (any subset); each a string with "{s}" (shot: and
     "{a}"). Returns plain dicts."""
-    from .build import TEMPLATE_KEYS
+    from repedit.suites.build import TEMPLATE_KEYS
 
     if not isinstance(templates, Mapping):
         raise InputError(f"templates must map a relation to its templates, got {templates!r}")

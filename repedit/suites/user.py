@@ -9,8 +9,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import InputError, close_matches
-from .records import (
+from repedit.errors import InputError, close_matches
+from repedit.suites.records import (
     DEFAULT_RELATION,
     FORMS,
     GENERIC,
@@ -20,7 +20,7 @@ from .records import (
     facts_from_records,
     forms_missing_subject,
 )
-from .templates import check_templates, merge_templates
+from repedit.suites.templates import check_templates, merge_templates
 
 __all__ = ["DEFAULT_RELATION", "FORMS", "GENERIC", "POOL_KEYS", "PROMPT_FORMS", "RECORD_KEYS", "SUFFIXES",
            "RecordError", "check_templates", "facts_from_records", "forms_missing_subject", "is_path", "load_facts",

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from repedit.errors import InputError
 
 NOUN_PERSON = 18                      # lexicographer file number of noun.person
 

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import InputError
-from ..pool_features import PoolFeatures, pool_features
-from ..probing import logistic_group_loo, mlp_group_loo, proba_accuracy, standardise, zscore_stats
-from ..suites.pools import Pool
+from repedit.errors import InputError
+from repedit.pool_features import PoolFeatures, pool_features
+from repedit.probing import logistic_group_loo, mlp_group_loo, proba_accuracy, standardise, zscore_stats
+from repedit.suites.pools import Pool
 
 
 @dataclass(frozen=True)

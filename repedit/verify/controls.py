@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.handle import ModelHandle
+from repedit.models.handle import ModelHandle
 
 
 def random_init_twin(handle: ModelHandle, seed: int = 0) -> ModelHandle:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from ..backends.base import get_backend
-from ..errors import ConfigError, InputError
-from ..locate.concept_vectors import project_to_vocab
-from ..models.handle import pad_rows
-from ..sites import Point
-from ..suites import Fact
-from ..text import answer_ids, prompt_ids
+from repedit.backends.base import get_backend
+from repedit.errors import ConfigError, InputError
+from repedit.locate.concept_vectors import project_to_vocab
+from repedit.models.handle import pad_rows
+from repedit.sites import Point
+from repedit.suites import Fact
+from repedit.text import answer_ids, prompt_ids
 
 LENSES = ("logit", "tuned")
 FIT_CORPUS = (("wiki", "train"), ("news", "train"))
@@ -91,7 +91,7 @@ class TunedLens:
 
 # ----- residuals ------------------------------------------------------------------------------
 def _texts(corpus) -> list[str]:
-    from ..suites import load_text
+    from repedit.suites import load_text
 
     return [t for name, split in corpus for t in load_text(name, split)]
 
@@ -177,8 +177,8 @@ def fit_tuned_lens(handle, texts: Sequence[str] | None = None, *, n_tokens: int 
 
 
 def _cache_path(handle, n_tokens: int, ridge: float, context: int, outlier: float) -> Path:
-    from ..edits.key_stats import weights_fingerprint
-    from ..models.cache import cache_root
+    from repedit.edits.key_stats import weights_fingerprint
+    from repedit.models.cache import cache_root
 
     safe = re.sub(r"[^\w.-]", "_", handle.id)
     dtype = str(handle.dtype).replace("torch.", "")

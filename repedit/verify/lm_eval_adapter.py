@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ReprEditError, close_matches
+from repedit.errors import ReprEditError, close_matches
 
 SEED = 1234                 #: lm-eval's default seeds (python's is 0 there); fixed, so runs repeat exactly
 

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..suites import Fact
-from .quantisation import parse_scheme, quantised
-from .recall import recall_probability
+from repedit.errors import InputError
+from repedit.suites import Fact
+from repedit.verify.quantisation import parse_scheme, quantised
+from repedit.verify.recall import recall_probability
 
 UNQUANTISED = "none"
 

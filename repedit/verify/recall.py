@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import InputError
-from ..generation import batch_order, decode_groups, greedy_batches, keeps_tail_logits
-from ..models.handle import pad_rows
-from ..suites import FORMS, Fact
-from ..text import answer_ids, continuation_logprobs, prompt_ids
+from repedit.errors import InputError
+from repedit.generation import batch_order, decode_groups, greedy_batches, keeps_tail_logits
+from repedit.models.handle import pad_rows
+from repedit.suites import FORMS, Fact
+from repedit.text import answer_ids, continuation_logprobs, prompt_ids
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def greedy_plan(handle, prompts: Sequence[list[int]], batch_size: int,
     if answer_ids is None:
         batches = batch_order(prompts, batch_size)
     else:
-        from ..text import score_plan
+        from repedit.text import score_plan
 
         batches = score_plan(prompts, answer_ids, batch_size)
     return decode_groups(batches) if keeps_tail_logits(handle) else [[idx] for idx in batches]
@@ -167,7 +167,7 @@ def _packed_logprobs(handle, rows: list, owner: list, free: list) -> list[float]
     """The mean answer log-prob of every multiple-choice row then every free-text row (`_probability_rows`'
     order) from one `PackedFacts` forward — each (set, form)'s rows share their prompt prefix once, no
     padding, only answer positions unembedded; None where the model does not pack."""
-    from ..packed import Rows, packed_logprobs
+    from repedit.packed import Rows, packed_logprobs
 
     flat = [(key[:2], p, c) for key, (p, c) in zip(owner, rows)] + [(key[:2], p, a) for key, p, a, _ in free]
     members: dict[tuple, list[int]] = {}
@@ -276,7 +276,7 @@ def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blan
     """Length-normalised answer log-prob of each fact, averaged over `forms` (no mc): [n_facts]."""
     if "mc" in forms:
         raise InputError("answer_logprobs() scores free-text forms; leave out 'mc'")
-    from ..packed import Rows, packed_logprobs
+    from repedit.packed import Rows, packed_logprobs
 
     prompts, conts = [], []
     for form in forms:

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..models.handle import ModelHandle
-from ..models.toy import exact_recall
-from ..pool_features import PoolFeatures, pool_features
-from ..probing import correct, per_group_accuracy, zscore_stats
-from ..suites.pools import toy_pool
-from .signature import ALPHA, depth_curve, t_interval
+from repedit.errors import InputError
+from repedit.models.handle import ModelHandle
+from repedit.models.toy import exact_recall
+from repedit.pool_features import PoolFeatures, pool_features
+from repedit.probing import correct, per_group_accuracy, zscore_stats
+from repedit.suites.pools import toy_pool
+from repedit.verify.signature import ALPHA, depth_curve, t_interval
 
 
 @dataclass(frozen=True)

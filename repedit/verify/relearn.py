@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import InputError
-from ..suites import Fact
-from ..training import fact_batch, training_only
-from .recall import answer_logprobs
+from repedit.errors import InputError
+from repedit.suites import Fact
+from repedit.training import fact_batch, training_only
+from repedit.verify.recall import answer_logprobs
 
 EVAL_FORMS = ("blank", "qa", "paraphrase", "adversarial")
 

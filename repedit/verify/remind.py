@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputError
-from .benchmarks.text import auc, row_logprobs
+from repedit.errors import ConfigError, InputError
+from repedit.verify.benchmarks.text import auc, row_logprobs
 
 __all__ = ["RemindConfig", "RemindResult", "landscape", "perturbations", "remind"]
 

@@ -20,15 +20,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..capture import capture
-from ..errors import InputError
-from ..locate.probes import ProbeDirection, fit_probe
-from ..locate.sae_features import encode_texts, sae_site
-from ..sites import Site
-from ..suites import FORMS, Fact
-from ..suites.references import frames as kind_frames
-from .perplexity import perplexity
-from .recall import recall
+from repedit.capture import capture
+from repedit.errors import InputError
+from repedit.locate.probes import ProbeDirection, fit_probe
+from repedit.locate.sae_features import encode_texts, sae_site
+from repedit.sites import Site
+from repedit.suites import FORMS, Fact
+from repedit.suites.references import frames as kind_frames
+from repedit.verify.perplexity import perplexity
+from repedit.verify.recall import recall
 
 EVAL_FRAMES = kind_frames("country").measure   # (ENTITY_FRAME, "A short history of {}", travel guide, government)
 
@@ -44,15 +44,15 @@ def frame_features(handle, sae, frames: Sequence[str], entities: Sequence[str], 
     """`entity_features` of every frame filled with every entity, frame-major: [frames × entities, d]. For the
     residual after a block at the last token (the knownness probe's site), on models that pack, each frame's
     texts run in one packed forward (the frame's prefix once, no padding; `PackedFacts.hidden_after`)."""
-    from ..packed import PackedFacts, Rows, packable
-    from ..sites import Point
+    from repedit.packed import PackedFacts, Rows, packable
+    from repedit.sites import Point
 
     if site.position == -1 and site.point == Point.RESID_POST:
         tok = handle.tokenizer                           # the tokens `capture` runs (handle.encode, ≤ 256)
         groups = [Rows.last_tokens([tok.encode(f.format(e), add_special_tokens=True)[-256:] for e in entities],
                                    handle.pad_id) for f in frames]
         if packable(handle, groups):
-            from ..saes import sae_encode
+            from repedit.saes import sae_encode
 
             with torch.no_grad():
                 h = PackedFacts.of(handle, groups).hidden_after(handle, site.layer)
@@ -127,7 +127,7 @@ def sae_align_effect(handle, sae, edit, clf: KnownnessClassifier, target: Fact, 
                      unrelated: Sequence[Fact] = (), texts: Sequence[str] = (),
                      before: dict | None = None) -> SAEAlignEffect:
     """Measure without and with `edit` (applied on an EditStack, reverted after); `before` reuses a measurement."""
-    from ..edits.stack import applied
+    from repedit.edits.stack import applied
 
     t0 = time.perf_counter()
     entities = [target.subject] + [f.subject for f in neighbours]

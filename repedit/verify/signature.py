@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..pool_features import PoolFeatures, pool_features
-from ..probing import correct, per_group_accuracy, ridge_group_loo, shuffled_within_groups, standardise
-from ..suites.pools import Pool
+from repedit.errors import InputError
+from repedit.pool_features import PoolFeatures, pool_features
+from repedit.probing import correct, per_group_accuracy, ridge_group_loo, shuffled_within_groups, standardise
+from repedit.suites.pools import Pool
 
 ALPHA = 100.0   # ridge penalty in z-scored space; chosen on SmolLM2-135M (probes/memorised/README.md)
 
@@ -125,7 +125,7 @@ class SignatureResult:
         return "\n".join(lines)
 
     def plot(self, path: str | Path) -> Path:
-        from ..plots import signature_plot
+        from repedit.plots import signature_plot
 
         return signature_plot(self, path)
 
@@ -188,7 +188,7 @@ def signature(handle, pool: Pool, *, contexts: Sequence[str] | Sequence[int] | N
     t2 = time.perf_counter()
     rnd = None
     if random_init:
-        from .controls import random_init_twin
+        from repedit.verify.controls import random_init_twin
 
         twin = random_init_twin(handle, seed=random_seed)
         rfeats = pool_features(twin, pool, contexts=contexts, depths=depths, batch_size=batch_size,

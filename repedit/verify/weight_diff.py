@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..edits.stack import holding
-from ..errors import InputError
-from ..suites import Fact
-from ..text import answer_ids
+from repedit.edits.stack import holding
+from repedit.errors import InputError
+from repedit.suites import Fact
+from repedit.text import answer_ids
 
 IDENTITY = "Syria: Syria; leaf: leaf; Microsoft: Microsoft;"   #: Patchscope's identity prompt: "x: x;" pairs
 SCALES = (0.5, 1.0)                          #: patched norms, as multiples of the layer's median residual norm
@@ -113,8 +113,8 @@ def _patch_logits(handle, layer: int, dirs: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _candidate_keys(handle, layer: int, names: Sequence[str]) -> torch.Tensor:
     """Each candidate's MLP key at `layer` (last token of "Tell me about {name}"): [n, d_mlp] float32."""
-    from ..capture import capture
-    from ..sites import Site
+    from repedit.capture import capture
+    from repedit.sites import Site
 
     site = Site(layer, "mlp_hidden")
     return capture(handle, [f"Tell me about {n}" for n in names], [site], progress=False)[site].float()
@@ -131,7 +131,7 @@ def weight_diff_attack(handle, base: dict[str, torch.Tensor], facts: Sequence[Fa
                          "(EditStack.originals())")
     if not facts:
         raise InputError("the weight-diff attack needs the forget facts whose tokens it looks for")
-    from ..locate.concept_vectors import project_to_vocab
+    from repedit.locate.concept_vectors import project_to_vocab
 
     params = dict(handle.model.named_parameters())
     subj = [_token(handle, f.subject, first=False) for f in facts]      # a name's last token: "Fr|ance"

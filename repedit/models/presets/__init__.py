@@ -34,8 +34,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ...data import data_dirs, find_sae
-from ...errors import ConfigError, ModelNotFoundError, PresetNotFoundError
+from repedit.data import data_dirs, find_sae
+from repedit.errors import ConfigError, ModelNotFoundError, PresetNotFoundError
 
 FORMAT = 1
 COMMAND = "repedit presets build {model}"

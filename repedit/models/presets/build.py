@@ -29,8 +29,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ...data import data_dirs, resolve_sae
-from . import COMMAND, FORMAT, file_name, presets_dir, source_root
+from repedit.data import data_dirs, resolve_sae
+from repedit.models.presets import COMMAND, FORMAT, file_name, presets_dir, source_root
 
 FORMS = ("qa", "blank", "paraphrase", "adversarial")          # as bench/rocr_layer_sweep.py
 WINDOW_STARTS = (0.10, 0.20, 0.33)                            # window starts, as fractions of n_layers
@@ -77,7 +77,7 @@ def find_sae(model_id: str, d_model: int, root: Path | None = None) -> str | Non
 
 
 def sae_layer(sae: str, root: Path | None = None) -> int:
-    from ...sites import Site
+    from repedit.sites import Site
 
     d = json.loads(((root / sae) if root is not None else resolve_sae(sae)).joinpath("cfg.json").read_text())
     return Site.parse(d["metadata"]["hook_name"]).layer
@@ -148,7 +148,7 @@ def _dumps(content: dict) -> str:
 
 def write(content: dict, out: Path) -> Path:
     """Write a preset atomically (validated by reading it back)."""
-    from . import Preset
+    from repedit.models.presets import Preset
 
     Preset.from_dict(json.loads(json.dumps(content)))          # refuse to write what cannot be read
     out = Path(out)
@@ -161,8 +161,8 @@ def write(content: dict, out: Path) -> Path:
 
 def _known_capitals(handle, n: int, minimum: int, progress: bool) -> list:
     """The first `n` capitals (suite order) the model answers (greedy, blank form); at least `minimum`."""
-    from ...suites import load_suite
-    from ...verify.recall import known_facts
+    from repedit.suites import load_suite
+    from repedit.verify.recall import known_facts
 
     facts, known = load_suite("capitals"), []
     for i in range(0, len(facts), 16):
@@ -172,7 +172,7 @@ def _known_capitals(handle, n: int, minimum: int, progress: bool) -> list:
         if len(known) >= n:
             return known[:n]
     if len(known) < minimum:
-        from ...errors import InputError
+        from repedit.errors import InputError
 
         raise InputError(f"{handle.id} answers only {len(known)} capitals; the ROCR sweep needs {minimum}")
     return known
@@ -181,10 +181,10 @@ def _known_capitals(handle, n: int, minimum: int, progress: bool) -> list:
 def rocr_sweep(handle, windows: Sequence[Sequence[int]], targets: Sequence, neighbours: Sequence, *,
                stats_tokens: int, progress: bool = True) -> list[dict]:
     """The ROCR layer sweep of the module docstring: one row per window."""
-    from ...edits import EditStack
-    from ...edits.rocr import ROCR, ROCRConfig
-    from ...suites import load_suite
-    from ...verify.recall import answer_logprobs
+    from repedit.edits import EditStack
+    from repedit.edits.rocr import ROCR, ROCRConfig
+    from repedit.suites import load_suite
+    from repedit.verify.recall import answer_logprobs
 
     invented = [f.subject for f in load_suite("unknown-entities")]
     facts = list(targets) + list(neighbours)
@@ -221,9 +221,9 @@ def rocr_sweep(handle, windows: Sequence[Sequence[int]], targets: Sequence, neig
 
 def signature_peak(handle, pool_name: str = "natural", *, contexts: int, progress: bool = True) -> dict:
     """The signature over every depth (1 shuffle seed, no random-init twin): curve and peak."""
-    from ...pool_features import CONTEXTS
-    from ...suites.pools import load_pool, screened
-    from ...verify.signature import signature
+    from repedit.pool_features import CONTEXTS
+    from repedit.suites.pools import load_pool, screened
+    from repedit.verify.signature import signature
 
     pool, _report = screened(handle, load_pool(pool_name))
     res = signature(handle, pool, contexts=CONTEXTS[:contexts], shuffle_seeds=(0,), random_init=False,
@@ -249,7 +249,7 @@ def _git_commit() -> str | None:
 def _environment() -> dict:
     import torch
 
-    from ... import __version__
+    from repedit import __version__
 
     return {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "git": _git_commit()}
@@ -268,7 +268,7 @@ def build_preset(model_id: str, *, quick: bool = False, progress: bool = True, o
     keywords override the sizes (`SIZES`); sae: the SAE directory to record (default: `find_sae`).
     Returns the written path.
     """
-    from ..loader import load
+    from repedit.models.loader import load
 
     t0 = time.perf_counter()
     size = dict(SIZES[bool(quick)])
@@ -278,7 +278,7 @@ def build_preset(model_id: str, *, quick: bool = False, progress: bool = True, o
             size[key] = int(value)
     h = handle if handle is not None else load(model_id)
     if h.id != model_id:
-        from ...errors import ConfigError
+        from repedit.errors import ConfigError
 
         raise ConfigError(f"the handle is {h.id!r}, not {model_id!r}")
     wins = [tuple(w) for w in windows] if windows else windows_for(h.n_layers, size["windows"])
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.from_sweep or a.from_signature:
         if not (a.from_sweep and a.from_signature):
             ap.error("--from-sweep and --from-signature go together")
-        from ..loader import load
+        from repedit.models.loader import load
 
         h = load(a.model)
         cmd = (f"python -m repedit.models.presets.build {a.model} --from-sweep {a.from_sweep} "

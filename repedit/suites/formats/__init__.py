@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ...errors import InputError, SuiteNotFoundError, close_matches
+from repedit.errors import InputError, SuiteNotFoundError, close_matches
 
 EXTENSIONS = (".json", ".jsonl", ".parquet")
 
@@ -130,7 +130,7 @@ def derive_subject(texts: Sequence[str]) -> str | None:
 def load_benchmark(fmt: str, path: str | Path, split: str = "", limit: int | None = None) -> Benchmark:
     """The benchmark `fmt` (tofu | muse | wmdp | counterfact | zsre) from `path` (a folder or a file,
     by format); `split` is format-specific (TOFU: forget01/05/10); `limit` caps items per split."""
-    from . import counterfact, muse, tofu, wmdp
+    from repedit.suites.formats import counterfact, muse, tofu, wmdp
 
     loaders = {"tofu": tofu.load, "muse": muse.load, "wmdp": wmdp.load, "counterfact": counterfact.load_counterfact,
                "zsre": counterfact.load_zsre}

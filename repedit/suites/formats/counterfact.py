@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Benchmark, BenchmarkFormatError, read_rows
-from .facts import question_facts, statement_facts
+from repedit.suites.formats import Benchmark, BenchmarkFormatError, read_rows
+from repedit.suites.formats.facts import question_facts, statement_facts
 
 
 def _file(path: Path, fmt: str) -> Path:

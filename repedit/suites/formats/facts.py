@@ -16,8 +16,8 @@ import hashlib
 import random
 from collections.abc import Sequence
 
-from .. import Fact
-from ..build import ADVERSARIAL_PREFIX
+from repedit.suites import Fact
+from repedit.suites.build import ADVERSARIAL_PREFIX
 
 
 def _rng(*parts: str) -> random.Random:

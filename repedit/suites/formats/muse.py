@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Benchmark, BenchmarkFormatError, find_file, proper_names, read_rows
-from .facts import question_facts
+from repedit.suites.formats import Benchmark, BenchmarkFormatError, find_file, proper_names, read_rows
+from repedit.suites.formats.facts import question_facts
 
 
 def _qa(rows: list[dict], prefix: str) -> list[dict]:

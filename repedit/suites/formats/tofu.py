@@ -17,8 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Benchmark, BenchmarkFormatError, derive_subject, find_file, proper_names, read_rows
-from .facts import question_facts
+from repedit.suites.formats import (
+    Benchmark,
+    BenchmarkFormatError,
+    derive_subject,
+    find_file,
+    proper_names,
+    read_rows,
+)
+from repedit.suites.formats.facts import question_facts
 
 SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 PER_AUTHOR = 20

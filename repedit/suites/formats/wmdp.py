@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import EXTENSIONS, Benchmark, BenchmarkFormatError, proper_names, read_rows
-from .facts import question_facts
+from repedit.suites.formats import EXTENSIONS, Benchmark, BenchmarkFormatError, proper_names, read_rows
+from repedit.suites.formats.facts import question_facts
 
 FIELDS = ("question", "choices", "answer")
 

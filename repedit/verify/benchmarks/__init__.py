@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...errors import InputError
-from . import editing, muse, tofu
+from repedit.errors import InputError
+from repedit.verify.benchmarks import editing, muse, tofu
 
 SCORERS = {"tofu": tofu.score, "muse": muse.score, "wmdp": editing.wmdp, "counterfact": editing.counterfact,
            "zsre": editing.zsre}

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...text import answer_ids, continuation_logprobs, prompt_ids
-from .text import generate, mentions
+from repedit.text import answer_ids, continuation_logprobs, prompt_ids
+from repedit.verify.benchmarks.text import generate, mentions
 
 DOMAINS = {"wmdp-bio": "biology", "wmdp-chem": "chemistry", "wmdp-cyber": "computer security"}
 LETTERS = "ABCDEFGH"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from .text import auc, generate, min_k, rouge_l, token_logprobs
+from repedit.verify.benchmarks.text import auc, generate, min_k, rouge_l, token_logprobs
 
 K = 0.4
 

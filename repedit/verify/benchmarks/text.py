@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ...errors import InputError, ReprEditError
-from ...models.handle import pad_rows
-from ...text import answer_ids, continuation_logprobs, prompt_ids
-from ..recall import _mentions as mentions  # noqa: F401  (re-exported: one answer-matching rule)
-from ..recall import greedy
+from repedit.errors import InputError, ReprEditError
+from repedit.models.handle import pad_rows
+from repedit.text import answer_ids, continuation_logprobs, prompt_ids
+from repedit.verify.recall import _mentions as mentions  # noqa: F401  (re-exported: one answer-matching rule)
+from repedit.verify.recall import greedy
 
 
 class MissingExtraError(ReprEditError, ImportError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .text import generate, normalised_probs, rouge_l
+from repedit.verify.benchmarks.text import generate, normalised_probs, rouge_l
 
 
 def _split(handle, items: list[dict], max_new_tokens: int, options_prob: bool) -> dict:
