@@ -3,7 +3,7 @@
 Compares, on the default model, 8 batches of 8 x 128 tokens of real news text:
   bare    the HF decoder body (`model.model`, no lm_head) — the same computation a capture of the
           last layer needs;
-  capture repedit.capture of resid_post at the last layer + mlp_hidden at the middle layer
+  capture repedit.forward.capture of resid_post at the last layer + mlp_hidden at the middle layer
           (torch backend);
 and reports the early-stop speed-up for a middle-layer site. Prints ratios and tokens/s.
 Run: ./dev bench   (or .venv/bin/python bench/capture_overhead.py)
@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import repedit  # noqa: E402
-from repedit.capture import capture  # noqa: E402
+from repedit.forward.capture import capture  # noqa: E402
 from repedit.suites import load_text  # noqa: E402
 
 

@@ -28,7 +28,7 @@ FORMS = ("blank", "qa", "paraphrase", "adversarial")
 
 
 def _logprobs(handle, facts) -> list[float]:
-    from repedit.verify.recall import answer_logprobs
+    from repedit.forward.answer_scores import answer_logprobs
 
     return [round(float(x), 5) for x in answer_logprobs(handle, facts, FORMS)]
 
@@ -37,8 +37,8 @@ def bench_mrp() -> dict:
     import torch
 
     from repedit.edits import applied
+    from repedit.methods import METHODS, Context, method_config
     from repedit.models.presets import resolve_config
-    from repedit.recipes.methods import METHODS, Context, method_config
 
     handle, recipe, res = setup("mrp")
     ctx = Context(handle, res.forget, res.retain, res.known, res.pool, recipe.targets.contexts, recipe.attacks.sae,

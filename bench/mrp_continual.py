@@ -27,9 +27,10 @@ from repedit.baselines.gradient import GradientConfig, gradient_unlearn  # noqa:
 from repedit.edits import EditStack  # noqa: E402
 from repedit.edits.fold import untie_embeddings  # noqa: E402
 from repedit.edits.mrp import MRP, MRPConfig  # noqa: E402
+from repedit.forward.answer_scores import answer_logprobs  # noqa: E402
 from repedit.suites import load_suite, load_text  # noqa: E402
 from repedit.verify.perplexity import perplexity  # noqa: E402
-from repedit.verify.recall import answer_logprobs, known_facts, recall  # noqa: E402
+from repedit.verify.recall import known_facts, recall  # noqa: E402
 from repedit.verify.relearn import relearn  # noqa: E402
 
 FORMS = ("blank", "qa", "paraphrase", "adversarial")

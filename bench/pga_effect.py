@@ -25,12 +25,14 @@ from repedit.edits import EditStack  # noqa: E402
 from repedit.edits.fold import fold_projection, untie_embeddings  # noqa: E402
 from repedit.edits.pga import adversarial_pga, pga  # noqa: E402
 from repedit.edits.pga_trained import TrainedPGAConfig, trained_pga  # noqa: E402
-from repedit.pool_features import CONTEXTS, pool_features  # noqa: E402
+from repedit.fit.pool_features import CONTEXTS, pool_features  # noqa: E402
+from repedit.fit.pool_screen import screen, screened  # noqa: E402
+from repedit.forward.answer_scores import answer_logprobs  # noqa: E402
 from repedit.suites import load_suite, load_text  # noqa: E402
-from repedit.suites.pools import load_pool, screen, screened  # noqa: E402
-from repedit.verify.attackers import probe_variants_attack, refit_attack  # noqa: E402
+from repedit.suites.pools import load_pool  # noqa: E402
 from repedit.verify.perplexity import perplexity  # noqa: E402
-from repedit.verify.recall import answer_logprobs, known_facts, recall  # noqa: E402
+from repedit.verify.probe_attacks import probe_variants_attack, refit_attack  # noqa: E402
+from repedit.verify.recall import known_facts, recall  # noqa: E402
 from repedit.verify.signature import depth_curve  # noqa: E402
 
 DEPTHS, PEAK = (13, 18, 24, 30), 18

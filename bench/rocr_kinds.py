@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import repedit  # noqa: E402
 from repedit.edits.rocr import ROCR, ROCRConfig  # noqa: E402
 from repedit.edits.stack import applied  # noqa: E402
-from repedit.recipes.methods import rocr_redirects  # noqa: E402
+from repedit.methods import rocr_redirects  # noqa: E402
 from repedit.suites import FORMS, load_suite  # noqa: E402
 from repedit.verify.recall import recall  # noqa: E402
 

@@ -16,8 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import repedit  # noqa: E402
 from repedit.edits import EditStack  # noqa: E402
 from repedit.edits.rocr import ROCR, ROCRConfig  # noqa: E402
+from repedit.forward.answer_scores import answer_logprobs  # noqa: E402
 from repedit.suites import load_suite  # noqa: E402
-from repedit.verify.recall import answer_logprobs, known_facts  # noqa: E402
+from repedit.verify.recall import known_facts  # noqa: E402
 
 FORMS = ("qa", "blank", "paraphrase", "adversarial")
 WINDOWS = [(1, 2, 3), (3, 4, 5), (4, 5, 6), (6, 7, 8), (8, 9, 10), (11, 12, 13), (14, 15, 16), (18, 19, 20)]

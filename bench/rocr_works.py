@@ -21,11 +21,11 @@ import numpy as np  # noqa: E402
 import repedit  # noqa: E402
 from repedit.edits.rocr import ROCR, ROCRConfig  # noqa: E402
 from repedit.edits.stack import applied  # noqa: E402
+from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids  # noqa: E402
 from repedit.locate.tracing import ROLES, trace_facts  # noqa: E402
+from repedit.methods import rocr_redirects  # noqa: E402
 from repedit.plots import trace_aggregate_heatmap  # noqa: E402
-from repedit.recipes.methods import rocr_redirects  # noqa: E402
 from repedit.suites import FORMS, facts_from_records  # noqa: E402
-from repedit.text import answer_ids, continuation_logprobs, prompt_ids  # noqa: E402
 from repedit.verify.recall import known_facts, recall  # noqa: E402
 
 FREE = ("qa", "blank", "adversarial", "paraphrase")

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 import repedit  # noqa: E402
 from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align  # noqa: E402
-from repedit.saes import load_sae  # noqa: E402
+from repedit.fit.saes import load_sae  # noqa: E402
 from repedit.suites import load_suite, load_text, unknown_entities  # noqa: E402
 from repedit.verify.recall import known_facts  # noqa: E402
 from repedit.verify.sae_codes import fit_knownness, measure, sae_align_effect  # noqa: E402

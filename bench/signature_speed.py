@@ -16,15 +16,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 import repedit  # noqa: E402
-from repedit.pool_features import pool_features  # noqa: E402
-from repedit.probing import (  # noqa: E402
+from repedit.fit.group_loo import (  # noqa: E402
     correct,
     naive_ridge_group_loo,
     per_group_accuracy,
     shuffled_within_groups,
     standardise,
 )
-from repedit.suites.pools import load_pool, screened  # noqa: E402
+from repedit.fit.pool_features import pool_features  # noqa: E402
+from repedit.fit.pool_screen import screened  # noqa: E402
+from repedit.suites.pools import load_pool  # noqa: E402
 from repedit.verify.controls import random_init_twin  # noqa: E402
 from repedit.verify.signature import ALPHA, depth_curve  # noqa: E402
 

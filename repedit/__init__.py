@@ -10,8 +10,7 @@ _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 from repedit.errors import ReprEditError, SiteNotFoundError
 from repedit.models import DEFAULT_MODEL, ModelHandle, load
 from repedit.sites import Matrix, MatrixKind, Point, Site
-
-__version__ = "0.1.0"
+from repedit.version import __version__
 
 __all__ = ["DEFAULT_MODEL", "Matrix", "MatrixKind", "ModelHandle", "Point", "ReprEditError", "Site",
            "SiteNotFoundError", "__version__", "load"]

@@ -32,11 +32,11 @@ import torch.distributed as dist
 
 from repedit.edits.key_stats import BATCH, key_fitters, store_key_moments
 from repedit.errors import InputError
-from repedit.saes import GROUP, group_rows, text_chunks
+from repedit.fit.saes import GROUP, group_rows, text_chunks
+from repedit.fit.stats import MomentFitter
+from repedit.forward.text import continuation_logprobs, score_plan
 from repedit.sites import Site
-from repedit.stats import MomentFitter
 from repedit.suites import FORMS, Fact
-from repedit.text import continuation_logprobs, score_plan
 from repedit.verify.perplexity import batch_nll, document_batches
 from repedit.verify.recall import RecallResult, greedy_group, greedy_plan, recall_sets
 

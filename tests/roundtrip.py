@@ -3,7 +3,7 @@ transformers, and check that it reproduces the edited logits and reverts to the 
 
 import torch
 
-from repedit.export import export, load_edits, revert
+from repedit.export.directory import export, load_edits, revert
 
 
 def assert_export_roundtrip(h, stack, out, texts, original):

@@ -12,9 +12,10 @@ def test_prefix_attack_in_one_pass_equals_scoring_and_generating_each_variant(sm
     """`prefix_attack` scores and generates every variant's prompts from one prefill each (generation stops
     once the answer is named): the probabilities of `continuation_logprobs` and the accuracy of the full
     greedy continuation, variant by variant."""
-    from repedit.text import answer_ids, continuation_logprobs, prompt_ids
-    from repedit.verify.attacks import _prompts, prefix_attack
-    from repedit.verify.recall import _mentions, greedy
+    from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids
+    from repedit.suites.answers import mentions_answer
+    from repedit.verify.prompt_attacks import _prompts, prefix_attack
+    from repedit.verify.recall import greedy
 
     caps = load_suite("capitals", limit=8)
     facts, hints = caps[:4], caps[4:]
@@ -26,7 +27,7 @@ def test_prefix_attack_in_one_pass_equals_scoring_and_generating_each_variant(sm
         ids = [prompt_ids(smol, t, False) for t in texts]
         answers = [answer_ids(smol, f.answer, False) for f in facts]
         p = [math.exp(lp) for lp in continuation_logprobs(smol, ids, answers)]
-        a = [float(_mentions(o, f.answers)) for o, f in zip(greedy(smol, ids, 12), facts)]
+        a = [float(mentions_answer(o, f.answers)) for o, f in zip(greedy(smol, ids, 12), facts)]
         assert got[name]["probability"] == pytest.approx(sum(p) / len(p), rel=1e-4), name
         assert got[name]["accuracy"] == sum(a) / len(a), name
         probs.append(p)
@@ -39,8 +40,8 @@ def test_prefix_attack_in_one_pass_equals_scoring_and_generating_each_variant(sm
 def test_trace_features_read_the_last_token_as_a_full_forward_does(smol):
     """Trace detection's features unembed only each prompt's last token: the log-probs a full forward gives
     there (prompts of different lengths, right-padded)."""
-    from repedit.capture import select_positions
-    from repedit.verify.attacks import trace_features
+    from repedit.forward.capture import select_positions
+    from repedit.verify.prompt_attacks import trace_features
 
     prompts = ["The weather today is", "In 1905, Albert Einstein published a paper on the photoelectric", "Cats"]
     feats, vocab = trace_features(smol, prompts, k=32)

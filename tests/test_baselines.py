@@ -6,8 +6,8 @@ import torch
 from repedit.baselines.gradient import GradientConfig, gradient_unlearn
 from repedit.edits import EditStack
 from repedit.errors import ConfigError, InputError
+from repedit.forward.answer_scores import answer_logprobs
 from repedit.suites import load_suite
-from repedit.verify.recall import answer_logprobs
 from repedit.verify.relearn import relearn
 
 FORMS = ("blank", "paraphrase", "adversarial")
@@ -70,7 +70,7 @@ def test_relearning_brings_back_ga_forgotten_facts_and_restores_weights(smol):
 
 def test_rmu_misdirects_forget_activations_more_than_retained_ones(smol):
     from repedit.baselines.rmu import RMUConfig, rmu_unlearn
-    from repedit.training import fact_batch, residual_after
+    from repedit.forward.passes import fact_batch, residual_after
 
     forget, retain = _caps("France", "Japan"), _caps("Germany", "Italy", "Spain")
     w0 = _weights(smol)

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from repedit import Site
-from repedit.capture import capture
 from repedit.errors import InputError
-from repedit.stats import MomentFitter
+from repedit.fit.stats import MomentFitter
+from repedit.forward.capture import capture
 from repedit.suites import load_text
 
 

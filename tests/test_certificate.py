@@ -9,8 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from repedit.certificate import certify_run, read_verification, verify_export, write_certificate
 from repedit.errors import InputError
+from repedit.export.certificate import certify_run, read_verification, verify_export, write_certificate
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 RECIPE = """[run]
@@ -105,7 +105,7 @@ def test_the_certificate_and_the_card_are_written(run):
     assert card.data.base_model == HUB_ID and card.data.license == "apache-2.0"
     assert {"repedit", "unlearning", "model-editing"} <= set(card.data.tags)
     assert card.data.library_name == "transformers"
-    for text in ("France, Japan", "originals.safetensors", "repedit.export.revert", report["command"],
+    for text in ("France, Japan", "originals.safetensors", "repedit.export.directory.revert", report["command"],
                  "repedit verify-export", "model.layers.20.mlp.down_proj.weight", "| blank |"):
         assert text in card.text, text
     with pytest.raises(InputError, match="valid: \\['ga'\\]"):

@@ -60,7 +60,7 @@ def test_every_registered_method_has_an_edit_command_with_every_config_field():
     from typer.testing import CliRunner
 
     from repedit.cli import app
-    from repedit.recipes.methods import METHODS
+    from repedit.methods import METHODS
     from repedit.recipes.single import settable_fields
 
     runner = CliRunner()

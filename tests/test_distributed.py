@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 import distributed_worker as W
 from repedit import distributed as D
 from repedit.edits.key_stats import corpus_texts, key_fitters, stats_path
-from repedit.saes import collect
-from repedit.stats import MomentFitter
+from repedit.fit.saes import collect
+from repedit.fit.stats import MomentFitter
 from repedit.suites import load_suite, load_text
 from repedit.verify.perplexity import perplexity
 from repedit.verify.recall import recall

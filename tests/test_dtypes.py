@@ -11,8 +11,9 @@ import repedit
 from repedit.devicecheck import DeviceRuleError, factory_trap
 from repedit.edits import EditError, EditStack, LowRankDelta
 from repedit.edits.ablate import value_vector_edit
-from repedit.edits.base import Edit, PrecisionError, tensor_sha256
+from repedit.edits.base import Edit, PrecisionError
 from repedit.edits.key_stats import stats_path
+from repedit.forward.weights import tensor_sha256
 
 
 def _state(h):

@@ -1,6 +1,6 @@
 """The shared contract every edit method passes, on the real default model, in every dtype.
 
-The cases come from the method registry (`repedit.recipes.methods.METHODS`: recipes, `compare`, the
+The cases come from the method registry (`repedit.methods.METHODS`: recipes, `compare`, the
 CLI and this test read the same table) plus the ablations, each × {float32, bfloat16, float16}:
 apply/revert bit-exact, rank as claimed (exactly in float32; in half precision the applied change
 equals the claimed-rank change up to half a unit in the last place of each written value), merged ==
@@ -20,9 +20,9 @@ from repedit.edits import EditError, EditStack, LowRankDelta, applied
 from repedit.edits.ablate import neuron_edit, value_vector_edit
 from repedit.edits.base import compute_dtype
 from repedit.edits.hooks import hooked
-from repedit.export import ExportError, export, load_edits, read_manifest, revert
+from repedit.export.directory import ExportError, export, load_edits, read_manifest, revert
 from repedit.locate.causal import neuron_writes
-from repedit.recipes.methods import METHODS, Context, method_config
+from repedit.methods import METHODS, Context, method_config
 from repedit.suites import load_suite
 
 TEXTS = ["The capital of France is", "Paris is a city in", "The chemical symbol of gold is"]
@@ -71,7 +71,8 @@ _POOLS: dict = {}
 
 
 def _pool(h):
-    from repedit.suites.pools import load_pool, screened
+    from repedit.fit.pool_screen import screened
+    from repedit.suites.pools import load_pool
 
     key = (h.id, h.dtype)
     if key not in _POOLS:
@@ -273,7 +274,7 @@ def test_export_reloads_in_plain_transformers_and_reverts(made, tmp_path):
     (again,) = load_edits(tmp_path / "out")
     with applied(h, again):
         for pname, info in man["tensors"].items():
-            from repedit.edits.base import tensor_sha256
+            from repedit.forward.weights import tensor_sha256
 
             assert tensor_sha256(dict(h.model.named_parameters())[pname]) == info["sha256_after"]
     # revert on the plain model restores the original tensors exactly

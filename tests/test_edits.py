@@ -10,8 +10,8 @@ from repedit.edits import Edit, EditError, EditStack, LowRankDelta, ProjectorDel
 from repedit.edits.ablate import SAEClamp, value_vector_edit
 from repedit.edits.rocr import ROCR, ROCRConfig
 from repedit.errors import ConfigError, InputError
+from repedit.forward.answer_scores import answer_logprobs
 from repedit.suites import load_suite
-from repedit.verify.recall import answer_logprobs
 
 CFG = ROCRConfig(stats_tokens=6_000)
 FORMS = ("qa", "blank", "paraphrase", "adversarial")
@@ -86,7 +86,7 @@ def test_rocr_forgets_target_keeps_neighbours_and_sequential_edits_hold(smol):
 
 
 def test_sae_clamp_is_a_hook_not_a_weight_edit(smol):
-    from repedit.saes import load_sae
+    from repedit.fit.saes import load_sae
 
     sae = load_sae("saes/smollm2-135m-L15-topk")
     batch = smol.encode(["The capital of France is Paris, and the capital of Italy is"])
@@ -154,7 +154,7 @@ def assert_no_local_paths(export_dir: Path, *also: Path) -> None:
 
 def test_export_names_a_local_model_by_its_hub_id_or_folder_name(smol, tmp_path):
     import repedit
-    from repedit.export import base_model, export
+    from repedit.export.directory import base_model, export
     from tiny_models import save_tiny
 
     src = save_tiny("llama", tmp_path / "my-model", smol.tokenizer)

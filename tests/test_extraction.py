@@ -9,8 +9,8 @@ import torch
 from repedit.edits import EditStack
 from repedit.edits.rocr import ROCR, ROCRConfig
 from repedit.errors import InputError
+from repedit.forward.text import answer_ids, prompt_ids
 from repedit.suites import load_suite
-from repedit.text import answer_ids, prompt_ids
 from repedit.verify.extraction import (
     TunedLens,
     compare_extraction,

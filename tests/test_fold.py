@@ -6,9 +6,10 @@ import torch
 from repedit.edits import EditError, EditStack
 from repedit.edits.fold import fold_projection, untie_embeddings
 from repedit.edits.pga import ProbeProjection, pga
-from repedit.export import export
-from repedit.pool_features import CONTEXTS, pool_features
-from repedit.suites.pools import load_pool, screened
+from repedit.export.directory import export
+from repedit.fit.pool_features import CONTEXTS, pool_features
+from repedit.fit.pool_screen import screened
+from repedit.suites.pools import load_pool
 from repedit.verify.signature import depth_curve
 
 DEPTH = 18

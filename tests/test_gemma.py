@@ -61,9 +61,9 @@ def test_gemma_measurement_path_matches_hf_generate_and_plain_scoring(gemma, mon
     """Gemma 3's sliding-window KV caches cannot be stacked across batches, so its greedy decoding takes the
     per-batch fallback (`generation._merged` gives None): the texts are HF `generate`'s, row by row without
     padding, and the answers scored from the greedy prefill equal a plain scoring pass."""
-    from repedit import generation
+    from repedit.forward import generation
+    from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids
     from repedit.suites import load_suite
-    from repedit.text import answer_ids, continuation_logprobs, prompt_ids
     from repedit.verify.recall import greedy_scored
 
     facts = load_suite("capitals")[:3]

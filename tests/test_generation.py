@@ -5,13 +5,15 @@ forward started at a cached layer equals the full forward."""
 import pytest
 import torch
 
-from repedit.capture import select_positions
-from repedit.generation import batch_order, shared_prefix
+from repedit.fit.training import training_only
+from repedit.forward.capture import select_positions
+from repedit.forward.generation import batch_order, shared_prefix
+from repedit.forward.passes import last_token_logits, residual_after, start_at
+from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids, span_logprobs
 from repedit.models.handle import pad_rows
 from repedit.suites import load_suite
-from repedit.text import answer_ids, continuation_logprobs, prompt_ids, span_logprobs
-from repedit.training import last_token_logits, residual_after, start_at, training_only
-from repedit.verify.recall import _mentions, greedy
+from repedit.suites.answers import mentions_answer
+from repedit.verify.recall import greedy
 
 
 def _rows(handle, n=4):
@@ -44,11 +46,11 @@ def test_early_stopping_greedy_keeps_every_verdict_of_full_generation(smol):
         g = smol.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
                                 do_sample=False, pad_token_id=smol.pad_id)
         full.append(smol.tokenizer.decode(g[0, len(p):], skip_special_tokens=True))
-    verdicts = [(_mentions(a, ans), _mentions(b, ans)) for a, b, ans in zip(fast, full, answers)]
+    verdicts = [(mentions_answer(a, ans), mentions_answer(b, ans)) for a, b, ans in zip(fast, full, answers)]
     assert all(x == y for x, y in verdicts), verdicts
     assert any(x for x, _ in verdicts) and not all(x for x, _ in verdicts)     # both kinds of row occur
     for text, ref, ans in zip(fast, full, answers):
-        assert ref.startswith(text) and (text == ref or _mentions(text, ans))   # cut only once answered
+        assert ref.startswith(text) and (text == ref or mentions_answer(text, ans))   # cut only once answered
 
 
 def test_a_forward_started_at_a_cached_layer_equals_the_full_forward(smol):
@@ -80,7 +82,7 @@ def test_scoring_rows_that_share_part_of_their_answers(smol):
 def test_batch_plan_bounds_the_cost_and_replans_each_batch_the_same():
     import random
 
-    from repedit.generation import FORWARD_TOKENS, decode_groups, forward_cost
+    from repedit.forward.generation import FORWARD_TOKENS, decode_groups, forward_cost
 
     rng = random.Random(0)
     template = [1, 9, 9, 4, 5, 6, 7]                                # a chat template's shared start
@@ -130,7 +132,7 @@ def test_measurement_path_in_bfloat16(model_in):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_real_token_logits_equal_the_full_forward_at_the_real_positions(model_in, dtype):
     """Only the real (mask 1) positions are unembedded, padding never; gradients reach the residual stream."""
-    from repedit.training import real_token_logits
+    from repedit.forward.passes import real_token_logits
 
     handle = model_in(dtype)
     batch = handle.encode(["The capital of France is Paris, a city on the Seine.", "Tokyo is"])

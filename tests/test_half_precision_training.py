@@ -13,8 +13,8 @@ import torch
 from repedit.baselines.gradient import GradientConfig, gradient_unlearn
 from repedit.edits import EditStack
 from repedit.edits.base import PrecisionError
+from repedit.forward.passes import fact_batch
 from repedit.suites import load_suite
-from repedit.training import fact_batch
 
 BF16 = torch.bfloat16
 
@@ -120,7 +120,7 @@ def test_relearn_on_bf16_moves_the_model_and_restores_it(model_in):
 
 def test_trainable_low_rank_hooks_a_bf16_model_in_float32(model_in):
     from repedit.edits.lowrank import TrainableLowRank
-    from repedit.training import training_only
+    from repedit.fit.training import training_only
 
     h16 = model_in(BF16)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -146,7 +146,7 @@ def test_sae_align_trains_float32_factors_on_bf16(model_in):
     from pathlib import Path
 
     from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align
-    from repedit.saes import load_sae
+    from repedit.fit.saes import load_sae
     from repedit.suites import unknown_entities
 
     h16 = model_in(BF16)
@@ -201,7 +201,7 @@ def test_adam_in_backward_equals_adam_and_holds_one_gradient_at_a_time(model_in,
     zero_grad / backward / step (float32 and bf16 masters); the model is restored afterwards. A gradient
     left on the model by earlier work neither enters the first step nor is changed (it was accumulated into
     in place once, and the two trainings then differed)."""
-    from repedit.training import training_only
+    from repedit.fit.training import training_only
 
     h = model_in(dtype)
     batch = fact_batch(h, _caps("France", "Japan"), "blank")
@@ -243,7 +243,7 @@ def test_adam_in_backward_equals_adam_and_holds_one_gradient_at_a_time(model_in,
 
 def test_fused_adam_takes_adams_steps():
     """`training.adam` (fused on the CPU) updates as torch's reference Adam does, up to the last bit."""
-    from repedit.training import adam
+    from repedit.fit.training import adam
 
     gen = torch.Generator(device="cpu").manual_seed(0)
     start = torch.randn(4096, generator=gen, device="cpu")

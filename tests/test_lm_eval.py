@@ -20,8 +20,8 @@ pytest.importorskip("lm_eval", reason="needs the eval extra: pip install 'repedi
 
 from repedit.edits.base import DenseDelta, Edit  # noqa: E402
 from repedit.edits.stack import EditStack  # noqa: E402
+from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids  # noqa: E402
 from repedit.recipes.schema import RecipeError, parse_recipe  # noqa: E402
-from repedit.text import answer_ids, continuation_logprobs, prompt_ids  # noqa: E402
 from repedit.verify.lm_eval_adapter import (  # noqa: E402
     LmEvalMissingError,
     TaskNotFoundError,

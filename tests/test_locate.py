@@ -98,15 +98,15 @@ def test_locate_cli_writes_json_and_plot(tmp_path):
 def test_integrated_gradients_last_token_path_equals_full_prompts(smol, monkeypatch, rows):
     """The fast path (prompt cached once, the m copies of several layers run as the last token only, blocks
     below a group skipped) gives the attributions of m full-prompt forwards per layer."""
+    from repedit.forward.text import answer_ids, prompt_ids
     from repedit.locate import knowledge_neurons as kn
-    from repedit.text import answer_ids, prompt_ids
 
     fact = next(f for f in load_suite("capitals") if f.subject == "France")
     spec = fact.forms["qa"]
     prompt, target = prompt_ids(smol, spec["prompt"], spec["chat"]), answer_ids(smol, fact.answer, spec["chat"])[0]
     monkeypatch.setattr(kn, "ROWS", rows)
     fast = kn.integrated_gradients(smol, prompt, target, [3, 17, 29], steps=4)
-    monkeypatch.setattr("repedit.generation.keeps_tail_logits", lambda handle: False)
+    monkeypatch.setattr("repedit.forward.generation.keeps_tail_logits", lambda handle: False)
     full = kn.integrated_gradients(smol, prompt, target, [3, 17, 29], steps=4)
     scale = float(full.abs().max())
     assert scale > 0
@@ -123,6 +123,6 @@ def test_integrated_gradients_last_token_path_on_every_architecture(tiny_dirs, m
         prompt = h.encode(["The capital of France is"])["input_ids"][0].tolist()
         fast = kn.integrated_gradients(h, prompt, 42, range(h.n_layers), steps=3)
         with monkeypatch.context() as m:
-            m.setattr("repedit.generation.keeps_tail_logits", lambda handle: False)
+            m.setattr("repedit.forward.generation.keeps_tail_logits", lambda handle: False)
             full = kn.integrated_gradients(h, prompt, 42, range(h.n_layers), steps=3)
         torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5 * float(full.abs().max()), msg=arch)

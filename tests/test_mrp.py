@@ -6,8 +6,8 @@ import torch
 
 from repedit.edits.mrp import MRP, MRPConfig
 from repedit.errors import ConfigError, InputError
+from repedit.forward.answer_scores import answer_logprobs
 from repedit.suites import load_suite
-from repedit.verify.recall import answer_logprobs
 
 FORMS = ("blank", "qa", "paraphrase", "adversarial")
 
@@ -67,7 +67,7 @@ def test_generalised_init_starts_harmless_where_the_difference_init_destroys(unt
     """Before any training, the writers-placed projection of the two initialisations (measured on the
     first task of bench/mrp_continual.py: retain CE 1.15 vs 6.7 nats)."""
     from repedit.backends.torch_hooks import installed
-    from repedit.training import fact_batch
+    from repedit.forward.passes import fact_batch
 
     caps = {f.subject: f for f in load_suite("capitals")}
     forget = [caps[s] for s in ("France", "Japan", "Egypt")]
@@ -92,7 +92,7 @@ def _scores_and_grad(handle, score_fn, sites):
     """Answer log-probs [rows] and their summed gradient with respect to 2 fixed directions, projected at `sites`."""
     from repedit.backends.torch_hooks import installed
     from repedit.edits.mrp import _project
-    from repedit.training import training_only
+    from repedit.fit.training import training_only
 
     W = torch.nn.Parameter(torch.linspace(-1, 1, 2 * handle.d_model).view(2, handle.d_model).sin())
     with training_only(handle):
@@ -108,8 +108,8 @@ def test_packed_answer_scores_equal_padded_fact_batches(untied, max_tokens):
     """MRP, GA and NPO train on `PackedFacts` (every form in one forward, each form's shared prefix once, no
     padding, the answer positions alone unembedded); its answer log-probs and their gradient with respect to
     the directions equal the right-padded per-form `fact_batch` forwards."""
-    from repedit.packed import PackedFacts
-    from repedit.training import fact_batch
+    from repedit.forward.packed import PackedFacts
+    from repedit.forward.passes import fact_batch
 
     caps = {f.subject: f for f in load_suite("capitals")}
     facts = [caps[s] for s in ("France", "Japan", "Germany", "Italy", "Peru")]
@@ -126,7 +126,7 @@ def test_packed_answer_scores_equal_padded_fact_batches(untied, max_tokens):
 
 def test_packed_answer_scores_on_every_architecture(tiny_dirs, monkeypatch):
     import repedit
-    from repedit import packed as packed_module
+    from repedit.forward import packed as packed_module
 
     scorer = packed_module.answer_scorer
 

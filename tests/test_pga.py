@@ -5,7 +5,7 @@ import torch
 
 from repedit.edits.pga import adversarial_pga, pga, refit_loo
 from repedit.errors import InputError
-from repedit.pool_features import pool_features
+from repedit.fit.pool_features import pool_features
 from repedit.suites.pools import toy_pool
 from repedit.verify.signature import depth_curve
 

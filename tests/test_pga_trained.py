@@ -7,9 +7,10 @@ import torch
 from repedit.edits import EditStack
 from repedit.edits.pga_trained import TrainedPGAConfig, trained_pga
 from repedit.errors import ConfigError, InputError
-from repedit.pool_features import CONTEXTS, pool_features
+from repedit.fit.pool_features import CONTEXTS, pool_features
+from repedit.fit.pool_screen import screened
 from repedit.suites import load_text
-from repedit.suites.pools import load_pool, screened, toy_pool
+from repedit.suites.pools import load_pool, toy_pool
 from repedit.verify.perplexity import perplexity
 from repedit.verify.signature import depth_curve
 

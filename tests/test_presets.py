@@ -14,10 +14,10 @@ from repedit.edits.pga_trained import TrainedPGAConfig
 from repedit.edits.rocr import ROCR, ROCRConfig
 from repedit.edits.sae_align import SAEAlignConfig
 from repedit.errors import ConfigError, PresetNotFoundError, ReprEditError, SAEMismatchError
+from repedit.fit.saes import SAETrainConfig, check_sae, load_sae
+from repedit.methods import LeaceConfig, PGAConfig
 from repedit.models.presets import SECTIONS, Preset, preset_for, presets_dir, resolve_config
-from repedit.models.presets.build import preset_dict, preset_from_results, windows_for, write
-from repedit.recipes.methods import LeaceConfig, PGAConfig
-from repedit.saes import SAETrainConfig, check_sae, load_sae
+from repedit.recipes.presets import preset_dict, preset_from_results, windows_for, write
 
 ROOT = Path(__file__).resolve().parents[1]
 SAE_DIR = ROOT / "saes" / "smollm2-135m-L15-topk"
@@ -116,7 +116,7 @@ def test_every_shipped_preset_is_valid_and_says_how_each_value_was_chosen(path):
     assert all(0 <= v < n for v in (p.mrp_layer, p.rmu_layer, p.knownness_layer, p.value("train-sae", "layer")))
     assert 1 <= p.leace_depth <= n
     if p.sae:
-        from repedit.models.presets.build import sae_layer
+        from repedit.recipes.presets import sae_layer
 
         assert max(p.sae_align_layers) <= sae_layer(p.sae)
     prov = p.provenance
@@ -147,7 +147,7 @@ def test_the_rules_reproduce_smollm2_from_its_committed_sweeps(tmp_path):
 
 # ~20 s on 2 quiet cores (one ROCR window, one target, a one-context signature); minutes on busy ones
 def test_build_preset_quick_writes_a_valid_preset(smol, tmp_path):
-    from repedit.models.presets.build import build_preset
+    from repedit.recipes.presets import build_preset
 
     path = build_preset("smollm2-135m", quick=True, progress=False, handle=smol, out=tmp_path / "smol.json",
                         windows=[(4, 5, 6)], n_targets=1, n_neighbours=2, contexts=1)

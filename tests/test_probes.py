@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from repedit import Site
-from repedit.capture import capture
 from repedit.errors import InputError
-from repedit.locate.probes import fit_probe
+from repedit.forward.capture import capture
+from repedit.locate.probe_directions import fit_probe
 from repedit.suites import load_suite
 
 

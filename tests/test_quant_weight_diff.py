@@ -7,8 +7,8 @@ from repedit.edits.rocr import ROCR, ROCRConfig
 from repedit.edits.stack import EditStack
 from repedit.errors import ConfigError
 from repedit.suites import load_suite
-from repedit.verify.quant_attack import quantisation_probabilities, recovered_fractions
-from repedit.verify.quantisation import (
+from repedit.verify.quantisation_attack import quantisation_probabilities, recovered_fractions
+from repedit.verify.quantised_weights import (
     GGUF_SCHEMES,
     delta_survival,
     parse_scheme,

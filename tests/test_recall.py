@@ -123,7 +123,7 @@ def test_residual_knownness_probe_tells_known_from_invented_entities(smol, capit
 def test_training_monitor_packed_scores_equal_the_batched_scores(smol):
     """The training monitor (`recall_probabilities`) scores every row in one packed forward (each form's prefix
     once, no padding): its numbers equal the prefix-batched scoring of `recall`, multiple choice included."""
-    from repedit.packed import Rows, packable
+    from repedit.forward.packed import Rows, packable
     from repedit.verify.recall import _probabilities
 
     caps = load_suite("capitals", limit=9)

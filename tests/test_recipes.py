@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repedit.recipes.methods import METHODS, method_config
+from repedit.methods import METHODS, method_config
 from repedit.recipes.schema import RecipeError, load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -96,11 +96,11 @@ def test_given_references_replace_the_invented_and_are_split_the_same_way():
 
 @pytest.mark.parametrize("given", [(), tuple(GIVEN)])
 def test_a_recipes_sae_align_and_knownness_references_never_overlap(given):
-    """The real code path: SAE-align's unknowns (repedit.recipes.methods) vs the knownness probe's
+    """The real code path: SAE-align's unknowns (repedit.methods) vs the knownness probe's
     negatives and frames (repedit.recipes.measure.resolve), for a person and a country target."""
     from repedit.edits.sae_align import SAEAlignConfig
+    from repedit.methods import sae_align_unknown
     from repedit.recipes.measure import knownness_references
-    from repedit.recipes.methods import sae_align_unknown
 
     person, country = _fact("Albert Einstein", "person"), load_suite("capitals")[0]
     assert country.kind == "country"

@@ -124,7 +124,8 @@ def test_resuming_a_finished_run_recomputes_nothing(runs, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
-    for where, name in ((repedit, "load"), (runner, "resolve"), (runner, "_run_edit"), (runner, "measure_facts")):
+    patched = ((repedit.models, "load"), (runner, "resolve"), (runner, "_run_edit"), (runner, "measure_facts"))
+    for where, name in patched:
         monkeypatch.setattr(where, name, boom)
     res = runner.resume_run(killed, echo=None)
     assert _report(killed, environment=False) == first and res.report["edits"]["ga"]["method"] == "ga"

@@ -9,7 +9,7 @@ import torch
 from repedit.edits.rocr import ROCR, ROCRConfig
 from repedit.edits.stack import EditStack
 from repedit.errors import ConfigError, InputError
-from repedit.recipes.methods import Context, _rocr, rocr_redirects
+from repedit.methods import Context, _rocr, rocr_redirects
 from repedit.suites import load_suite
 from repedit.suites.references import reference_sets
 

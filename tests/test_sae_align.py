@@ -9,11 +9,11 @@ from repedit.edits import EditStack, applied
 from repedit.edits.hooks import hooked
 from repedit.edits.sae_align import FRAMES, SAEAlignConfig, sae_align
 from repedit.errors import ConfigError, InputError
+from repedit.fit.saes import load_sae
+from repedit.forward.answer_scores import answer_logprobs
 from repedit.locate.sae_features import encode_texts, sae_site
 from repedit.models.presets import resolve_config
-from repedit.saes import load_sae
 from repedit.suites import load_suite, unknown_entities
-from repedit.verify.recall import answer_logprobs
 from repedit.verify.sae_codes import fit_knownness
 from roundtrip import assert_export_roundtrip
 
@@ -161,7 +161,7 @@ def test_reference_codes_packed_equal_padded_rows_and_each_is_computed_once(mode
     from dataclasses import replace
 
     from repedit.edits.sae_align import _codes, _encode, _mean_codes, _templates
-    from repedit.packed import Rows, packable
+    from repedit.forward.packed import Rows, packable
 
     h = model_in(dtype)
     sae = load_sae(SAE_DIR)
@@ -201,7 +201,7 @@ def test_reference_codes_packed_equal_padded_rows_and_each_is_computed_once(mode
 def test_knownness_features_packed_equal_captured(model_in, dtype):
     """The knownness probe reads every frame × entity text from one packed forward per call: the residual
     (no SAE) and the SAE codes equal what `capture` reads from right-padded batches."""
-    from repedit.packed import Rows, packable
+    from repedit.forward.packed import Rows, packable
     from repedit.sites import Site
     from repedit.verify.sae_codes import EVAL_FRAMES, entity_features, frame_features
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from repedit.errors import ModelNotFoundError
+from repedit.fit.saes import evaluate, load_sae
 from repedit.locate.sae_features import known_unknown_latents, sae_features, sae_site
-from repedit.saes import evaluate, load_sae
 from repedit.suites import load_suite, load_text
 
 SAE_DIR = Path(__file__).resolve().parents[1] / "saes" / "smollm2-135m-L15-topk"

@@ -6,8 +6,8 @@ import torch
 import repedit
 from repedit.edits import EditStack
 from repedit.edits.ablate import value_vector_edit
+from repedit.fit.stats import MomentFitter
 from repedit.recipes.schema import parse_recipe
-from repedit.stats import MomentFitter
 from repedit.suites import load_text
 
 TEXTS = ["The capital of France is", "Paris is a city in"]

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from repedit.errors import InputError, SuiteNotFoundError
-from repedit.pool_features import CONTEXTS, pool_features
-from repedit.probing import logistic_group_loo, naive_ridge_group_loo, ridge_group_loo, standardise
+from repedit.fit.group_loo import logistic_group_loo, naive_ridge_group_loo, ridge_group_loo, standardise
+from repedit.fit.pool_features import CONTEXTS, pool_features
+from repedit.fit.pool_screen import screen, screened
 from repedit.sites import Point
-from repedit.suites.pools import Pool, PoolKey, load_pool, screen, screened, toy_pool
-from repedit.verify.attackers import PROBE_VARIANTS, probe_variants_attack, refit_attack
+from repedit.suites.pools import Pool, PoolKey, load_pool, toy_pool
+from repedit.verify.probe_attacks import PROBE_VARIANTS, probe_variants_attack, refit_attack
 from repedit.verify.regimes import inject_secrets, natural_vs_injected
 from repedit.verify.signature import SignatureResult, signature
 

@@ -3,9 +3,9 @@ restore no longer holds a second model in memory)."""
 
 import torch
 
-from repedit import spill
-from repedit.spill import Spilled, saved_copy
-from repedit.training import training_only
+from repedit.fit.training import training_only
+from repedit.forward import spill
+from repedit.forward.spill import Spilled, saved_copy
 
 
 def test_spilled_tensors_come_back_bit_for_bit():

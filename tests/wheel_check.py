@@ -35,7 +35,7 @@ import json, repedit
 from repedit.data import data_dirs
 from repedit.models.presets import preset_for
 from repedit.models.registry import converted_dir
-from repedit.saes import load_sae
+from repedit.fit.saes import load_sae
 from repedit.suites import available_suites, load_text
 from repedit.suites.pools import load_pool
 

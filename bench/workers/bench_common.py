@@ -24,9 +24,9 @@ def setup(method: str = "rocr"):
     """(handle, recipe, resolved targets) of the `repedit compare` recipe for `method` forgetting FORGET, on the
     default model (untied when the method needs it)."""
     from repedit import load
+    from repedit.methods import METHODS
     from repedit.recipes.compare import compare_recipe
     from repedit.recipes.measure import resolve
-    from repedit.recipes.methods import METHODS
     from repedit.recipes.schema import load_recipe
 
     toml = compare_recipe(FORGET, [method], name="speed", relearn_steps=0, trace_prompts=0, sae=None, quick=False,
@@ -48,8 +48,8 @@ def builder(method: str, forget_n: int | None = None, **changes):
 
     import torch
 
+    from repedit.methods import METHODS, Context, method_config
     from repedit.models.presets import resolve_config
-    from repedit.recipes.methods import METHODS, Context, method_config
 
     handle, recipe, res = setup(method)
     ctx = Context(handle, res.forget[:forget_n], res.retain, res.known, res.pool, recipe.targets.contexts,

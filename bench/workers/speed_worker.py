@@ -21,8 +21,8 @@ from bench_common import builder as _build  # noqa: E402
 from bench_common import setup as _setup  # noqa: E402
 from bench_common import timed as _timed  # noqa: E402
 
+from repedit.methods import METHODS, Context, method_config  # noqa: E402
 from repedit.recipes.measure import measure_facts  # noqa: E402
-from repedit.recipes.methods import METHODS, Context, method_config  # noqa: E402
 
 
 def _factor_norms(built) -> list:

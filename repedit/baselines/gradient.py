@@ -9,8 +9,8 @@ the MLP output matrices of all layers) on the facts in `forms` with Adam and sto
 mean forget answer probability is at or below `stop_at`: with a `monitor` (recipe runs), the run's
 forget measure checked every `check_every` steps (`repedit.baselines.tracking`); without one, the
 training batch's (mean over `forms`). Each step is one packed forward of every form's forget and retain
-rows (`repedit.packed.answer_scorer`). The model is left bit-identical; the change is returned.
-On a bf16 / fp16 model the trained matrices are float32 masters (`repedit.training.training_only`):
+rows (`repedit.forward.packed.answer_scorer`). The model is left bit-identical; the change is returned.
+On a bf16 / fp16 model the trained matrices are float32 masters (`repedit.fit.training.training_only`):
 the returned change is float32 (master − original), and `stats['rounded_away']` is the largest share of
 a matrix's change that the model's dtype cannot hold (what merging it into that model loses).
 """
@@ -25,9 +25,10 @@ import torch
 from repedit.baselines.tracking import Monitor, Tracker
 from repedit.edits.base import DenseDelta, Edit, config_record
 from repedit.errors import ConfigError, InputError
-from repedit.packed import answer_scorer
+from repedit.fit.training import training_only
+from repedit.forward.packed import answer_scorer
+from repedit.forward.passes import fact_batch
 from repedit.suites import Fact
-from repedit.training import fact_batch, training_only
 
 
 @dataclass(frozen=True)

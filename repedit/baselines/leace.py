@@ -69,7 +69,7 @@ def fit_leace(X, labels, depth: int, method: str = "leace") -> LinearErasure:
 
 def leace_pool(handle_or_features, pool=None, *, depth: int, **capture_kw) -> LinearErasure:
     """Erase memorised-vs-control (PGA's task) at `depth`, from a pool's last-token features."""
-    from repedit.pool_features import PoolFeatures, pool_features
+    from repedit.fit.pool_features import PoolFeatures, pool_features
 
     feats = handle_or_features if isinstance(handle_or_features, PoolFeatures) else \
         pool_features(handle_or_features, pool, depths=[depth], progress=False, **capture_kw)
@@ -82,7 +82,7 @@ def leace_pool(handle_or_features, pool=None, *, depth: int, **capture_kw) -> Li
 def leace_facts(handle, forget: Sequence[Fact], retain: Sequence[Fact], *, depth: int,
                 forms: Sequence[str] = ("blank", "paraphrase", "adversarial")) -> LinearErasure:
     """Erase forget-vs-retain at the last prompt token of the facts' (non-chat) forms at `depth`."""
-    from repedit.capture import capture
+    from repedit.forward.capture import capture
     from repedit.sites import Site
 
     if not forget or not retain:

@@ -12,7 +12,7 @@ the facts' prompts with their answers in `forms`; retain texts are retain facts 
 clean wiki chunks. Early stop once the forget answer probability, checked every `check_every` steps,
 is ≤ `stop_at`: the run's forget measure when a `monitor` is given (recipe runs,
 `repedit.baselines.tracking`), else the blank form. The model is left bit-identical.
-On a bf16 / fp16 model the trained matrices are float32 masters (`repedit.training.training_only`):
+On a bf16 / fp16 model the trained matrices are float32 masters (`repedit.fit.training.training_only`):
 the returned change is float32 (master − original), and `stats['rounded_away']` is the largest share of
 a matrix's change that the model's dtype cannot hold (what merging it into that model loses).
 """
@@ -30,9 +30,10 @@ from repedit.baselines.gradient import param_names
 from repedit.baselines.tracking import Monitor, Tracker
 from repedit.edits.base import DenseDelta, Edit, config_record
 from repedit.errors import ConfigError, InputError
+from repedit.fit.training import training_only
+from repedit.forward.passes import fact_batch, residual_after, start_at, text_batch
 from repedit.models.presets import resolve_config
 from repedit.suites import Fact, load_text
-from repedit.training import fact_batch, residual_after, start_at, text_batch, training_only
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def rmu_unlearn(handle, forget: Sequence[Fact], retain: Sequence[Fact] = (), con
     f_batches = _rows(handle, forget, cfg.forms)
     r_batches = _rows(handle, retain, cfg.forms) if retain else []
     if cfg.retain_texts:
-        from repedit.saes import text_chunks
+        from repedit.fit.saes import text_chunks
 
         chunks = text_chunks(handle, list(texts) if texts else load_text("wiki", "train")[:20], 64)[: cfg.retain_texts]
         if chunks:

@@ -19,7 +19,7 @@ from repedit.cli import (
     distributed,
     edit,
     locate,
-    methods,
+    method_commands,
     models,
     presets,
     run,
@@ -37,7 +37,7 @@ app.add_typer(locate.app, name="locate")
 app.add_typer(presets.app, name="presets")
 app.add_typer(benchmark.app, name="benchmark")
 app.add_typer(distributed.app, name="distributed")
-methods.register(edit.app, skip={c.name for c in edit.app.registered_commands})
+method_commands.register(edit.app, skip={c.name for c in edit.app.registered_commands})
 app.add_typer(edit.app, name="edit")
 edit.register_export(app)
 run.register(app)

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
                                                                 "(default cpu)")):
         """Recompute the hashes of every file and tensor and the cheap claims (forms on the targets, neighbours,
         after and before the edit); exit 1 with one line per mismatch."""
-        from repedit.certificate import verify_export
+        from repedit.export.certificate import verify_export
 
         res = verify_export(directory, recompute=recompute, device_map={"": device} if device else None)
         for note in res.notes:
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     def certify_cmd(run_dir: Path = typer.Argument(..., help="a run directory (report.json + export/)")):
         """Write verification.json and the model card README.md into RUN_DIR/export (facts rebuilt from the
         recipe's suite)."""
-        from repedit.certificate import certify_run
+        from repedit.export.certificate import certify_run
 
         if not (run_dir / "report.json").exists():
             raise InputError(f"{run_dir} has no report.json; run a recipe first (`repedit run RECIPE`)")

@@ -60,7 +60,7 @@ def show_and_export(handle, edits, facts, out: Path | None, force: bool) -> None
     """Push `edits` (one Edit or several), print each one's rank, stats and config and the facts'
     answer probability before/after, then export to `out` if given."""
     from repedit.edits.stack import EditStack
-    from repedit.verify.recall import answer_logprobs
+    from repedit.forward.answer_scores import answer_logprobs
 
     refuse_existing(out, force)
     edits = list(edits) if isinstance(edits, (list, tuple)) else [edits]
@@ -83,7 +83,7 @@ def show_and_export(handle, edits, facts, out: Path | None, force: bool) -> None
 
 def export_stack(handle, stack, out: Path | None, force: bool) -> None:
     if out is not None:
-        from repedit.export import export
+        from repedit.export.directory import export
 
         res = export(handle, out, stack, force=force)
         console.print(f"exported to {res.path} (reloaded logits differ by {res.max_logit_diff:.2g}) in {res.seconds}s")

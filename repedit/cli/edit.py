@@ -22,7 +22,7 @@ from repedit.edits.mrp import MRPConfig
 from repedit.edits.rocr import ROCRConfig
 from repedit.edits.sae_align import SAEAlignConfig
 from repedit.errors import InputError
-from repedit.recipes.methods import PGAConfig
+from repedit.methods import PGAConfig
 
 app = typer.Typer(help="Edit the model's weights (reversible, exportable).", no_args_is_help=True)
 
@@ -39,7 +39,7 @@ def rocr_cmd(target: str = typer.Option(..., help="concept to redirect, e.g. Fra
     """Rank-one concept redirection (training-free, null-space protected)."""
     from repedit import load
     from repedit.edits.rocr import ROCR
-    from repedit.recipes.methods import rocr_redirects
+    from repedit.methods import rocr_redirects
 
     cfg = ROCRConfig(**overrides)
     handle = load(model)
@@ -98,7 +98,7 @@ def register_export(root: typer.Typer) -> None:
         """Re-apply an export's edits (edits.safetensors) to the original model and export again."""
         from repedit import load
         from repedit.edits.stack import EditStack
-        from repedit.export import export, load_edits
+        from repedit.export.directory import export, load_edits
 
         handle = load(model)
         stack = EditStack(handle)
@@ -124,9 +124,10 @@ def pga_cmd(method: str = typer.Option("pga", help="pga | md | adversarial | tra
     from repedit.edits.fold import fold_projection, untie_embeddings
     from repedit.edits.pga import adversarial_pga, pga
     from repedit.edits.stack import EditStack
+    from repedit.fit.pool_features import CONTEXTS, pool_features
+    from repedit.fit.pool_screen import screened
     from repedit.models.presets import resolve_config
-    from repedit.pool_features import CONTEXTS, pool_features
-    from repedit.suites.pools import load_pool, screened
+    from repedit.suites.pools import load_pool
     from repedit.verify.signature import depth_curve
 
     if method not in ("pga", "md", "adversarial", "trained"):
@@ -180,7 +181,7 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
     from repedit.edits.fold import untie_embeddings
     from repedit.edits.mrp import MRP
     from repedit.edits.stack import EditStack
-    from repedit.verify.recall import answer_logprobs
+    from repedit.forward.answer_scores import answer_logprobs
 
     refuse_existing(out, force)
     cfg = MRPConfig(**overrides)
@@ -221,7 +222,7 @@ def sae_align_cmd(target: str = typer.Option(..., help="known entity to make rea
     from repedit import load
     from repedit.edits.sae_align import sae_align
     from repedit.errors import close_matches
-    from repedit.saes import load_sae
+    from repedit.fit.saes import load_sae
     from repedit.suites import load_suite
     from repedit.suites.references import frames, reference_sets
     from repedit.verify.sae_codes import fit_knownness

@@ -118,10 +118,10 @@ def sae_cmd(sae_dir: Path = typer.Option(None, "--sae", help="SAE directory; def
             known_suite: str = typer.Option("capitals"), unknown_suite: str = typer.Option("unknown-entities"),
             top: int = typer.Option(10), json_out: Path = typer.Option(None, "--json")):
     """Latents separating entities the model knows from made-up ones."""
+    from repedit.fit.saes import load_sae
     from repedit.locate.sae_features import known_unknown_latents
     from repedit.models import load
     from repedit.models.presets import preset_for
-    from repedit.saes import load_sae
     from repedit.suites import load_suite
 
     handle = load(model)
@@ -150,8 +150,8 @@ def probe_cmd(positive_suite: str = typer.Option("capitals"), negative_suite: st
               method: str = typer.Option("logistic"), model: str = typer.Option("smollm2-135m"),
               json_out: Path = typer.Option(None, "--json")):
     """Cross-validated linear probe per layer separating two suites' subjects."""
-    from repedit.capture import capture
-    from repedit.locate.probes import fit_probe
+    from repedit.forward.capture import capture
+    from repedit.locate.probe_directions import fit_probe
     from repedit.models import load
     from repedit.sites import Site
     from repedit.suites import load_suite

@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
                   outlier_factor: float = typer.Option(3.0), seed: int = typer.Option(0),
                   force: bool = typer.Option(False, help="replace an existing directory")):
         """Train a TopK SAE with sae-lens on real text, evaluate it on held-out text, save it."""
+        from repedit.fit.saes import SAETrainConfig, evaluate, save, train
         from repedit.models import load
-        from repedit.saes import SAETrainConfig, evaluate, save, train
 
         cfg = SAETrainConfig(model=model, layer=layer, point=point, d_sae=d_sae, k=k, n_tokens=n_tokens,
                              context=context,

@@ -38,7 +38,7 @@ def build_cmd(model: str = typer.Argument(..., help="model id or path, e.g. gemm
               from_signature: Path = typer.Option(None, help="committed signature JSON (with --from-sweep)")):
     """Run the sweeps that choose a model's defaults (ROCR layer window, signature peak depth) and write
     its preset JSON."""
-    from repedit.models.presets.build import main
+    from repedit.recipes.presets import main
 
     argv = [model] + (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
     if from_sweep or from_signature:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from repedit.recipes.compare import FACT_METHODS, RECOVERY, compare_recipe
-from repedit.verify.quantisation import DEFAULT_SCHEMES
+from repedit.verify.quantised_weights import DEFAULT_SCHEMES
 
 console = Console(width=160) if not Console().is_terminal else Console()
 

@@ -15,7 +15,8 @@ from repedit.errors import InputError
 
 
 def _pool(handle, name: str, n_keys: int, theta_m: float | None, theta_c: float | None):
-    from repedit.suites.pools import THETA_C, THETA_M, load_pool, screened, toy_pool
+    from repedit.fit.pool_screen import THETA_C, THETA_M, screened
+    from repedit.suites.pools import load_pool, toy_pool
 
     if handle.is_toy:
         if name not in ("toy", "natural"):
@@ -96,7 +97,8 @@ def register(app: typer.Typer) -> None:
                      json_out: Path = typer.Option(None, "--json", help="write the report here")):
         """Per-token log-prob of every memorised text and paraphrase; which keys pass screening."""
         from repedit import load
-        from repedit.suites.pools import THETA_C, THETA_M, load_pool, screen
+        from repedit.fit.pool_screen import THETA_C, THETA_M, screen
+        from repedit.suites.pools import load_pool
 
         handle = load(model)
         rep = screen(handle, load_pool(pools), theta_m=THETA_M if theta_m is None else theta_m,
@@ -127,7 +129,7 @@ def register(app: typer.Typer) -> None:
                       theta_m: float = typer.Option(None), theta_c: float = typer.Option(None)):
         """Leave-one-key-out True/Pure probe accuracy and the memorisation gap at every depth."""
         from repedit import load
-        from repedit.pool_features import CONTEXTS
+        from repedit.fit.pool_features import CONTEXTS
         from repedit.verify.signature import ALPHA, signature
 
         handle = load(model)

@@ -106,7 +106,7 @@ class SAEClamp:
             raise InputError(f"latents must be indices in 0..{d_sae - 1}")
 
     def _rewrite(self, h: torch.Tensor) -> torch.Tensor:
-        from repedit.saes import sae_on
+        from repedit.fit.saes import sae_on
 
         sae = sae_on(self.sae, h.device)
         idx = torch.as_tensor(self.latents, device=h.device)

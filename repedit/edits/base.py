@@ -18,7 +18,6 @@ dtype rounds away (more than `MAX_ROUNDED` of its norm lost) raises `PrecisionEr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,10 +224,6 @@ class Edit:
         return out
 
 
-def tensor_sha256(t: torch.Tensor) -> str:
-    """sha256 of a tensor's raw bytes (any dtype, any device; float32 hashes equal numpy's bytes)."""
-    flat = t.detach().contiguous().reshape(-1)
-    return hashlib.sha256(flat.cpu().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def check_edit(edit: Any) -> Edit:

@@ -10,7 +10,6 @@ so an edited model, another dtype or another corpus never reuses another's stati
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,31 +18,15 @@ import torch
 from tqdm.auto import tqdm
 
 from repedit.backends.base import get_backend
-from repedit.edits.base import tensor_sha256
+from repedit.fit.stats import MomentFitter, Moments
+from repedit.forward.weights import weights_fingerprint
 from repedit.models.cache import cache_root
 from repedit.sites import Point
-from repedit.stats import MomentFitter, Moments
 
 CORPUS = "wiki+news.train"
 BATCH = 8          # texts per forward; sharded runs (repedit.distributed) split at these boundaries
 
 
-def weights_fingerprint(handle, upto_layer: int) -> str:
-    """sha256 (16 hex) of every parameter that can influence layer `upto_layer` (all but later layers).
-
-    Per-parameter hashes are memoised on the handle by the tensor's in-place version counter, so an
-    unchanged model is hashed once and an edit (which writes in place) is always seen."""
-    memo = handle.extras.setdefault("param_sha256", {})
-    later = tuple(f"{handle.layout.layers}.{i}." for i in range(upto_layer + 1, handle.n_layers))
-    digest = hashlib.sha256()
-    for name, p in handle.model.named_parameters():
-        if name.startswith(later):
-            continue
-        stamp = (p.data_ptr(), p._version, p.dtype, tuple(p.shape))
-        if memo.get(name, (None,))[0] != stamp:
-            memo[name] = (stamp, tensor_sha256(p))
-        digest.update(f"{name}:{memo[name][1]};".encode())
-    return digest.hexdigest()[:16]
 
 
 def stats_path(handle, layer: int, n_tokens: int, *, corpus: str = CORPUS, context: int = 128) -> Path:

@@ -35,16 +35,16 @@ from typing import ClassVar
 
 import torch
 
-from repedit.capture import capture
 from repedit.edits.base import Edit
 from repedit.edits.fold import fold_projection
 from repedit.edits.pga import ProbeProjection
 from repedit.errors import ConfigError, InputError
+from repedit.fit.training import training_only
+from repedit.forward.capture import capture
+from repedit.forward.packed import answer_scorer
 from repedit.models.presets import resolve_config
-from repedit.packed import answer_scorer
 from repedit.sites import Point, Site
 from repedit.suites import Fact
-from repedit.training import training_only
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import torch
 
 from repedit.edits.rewrite import DepthRewrite
 from repedit.errors import InputError
-from repedit.pool_features import PoolFeatures, pool_features
-from repedit.probing import logistic_group_loo, proba_accuracy, zscore_stats
+from repedit.fit.group_loo import logistic_group_loo, proba_accuracy, zscore_stats
+from repedit.fit.pool_features import PoolFeatures, pool_features
 from repedit.suites.pools import Pool
 
 

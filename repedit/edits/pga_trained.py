@@ -29,12 +29,13 @@ from repedit.backends.base import get_backend
 from repedit.edits.base import Edit, LowRankDelta, config_record
 from repedit.edits.pga import _probe_direction
 from repedit.errors import ConfigError, InputError
+from repedit.fit.pool_features import CONTEXTS, depth_key, pool_rows
+from repedit.fit.training import lm_loss, training_only
+from repedit.forward.passes import text_batch
 from repedit.models.handle import pad_rows
 from repedit.models.presets import resolve_config
-from repedit.pool_features import CONTEXTS, depth_key, pool_rows
 from repedit.suites import load_text
 from repedit.suites.pools import Pool
-from repedit.training import lm_loss, text_batch, training_only
 
 
 @dataclass(frozen=True)

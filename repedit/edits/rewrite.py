@@ -13,7 +13,7 @@ class DepthRewrite:
     mergeable = False
 
     def writes(self) -> dict:
-        from repedit.pool_features import depth_key
+        from repedit.fit.pool_features import depth_key
 
         return {depth_key(self.depth): self.rewrite}
 

@@ -29,12 +29,12 @@ from typing import ClassVar
 
 import torch
 
-from repedit.capture import capture
 from repedit.edits.base import Edit, LowRankDelta, config_record
 from repedit.edits.key_stats import key_moments, null_space
 from repedit.edits.rocr_values import read_value, refusal_value
 from repedit.edits.stack import applied
 from repedit.errors import ConfigError, InputError
+from repedit.forward.capture import capture
 from repedit.models.presets import resolve_config
 from repedit.sites import Site
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from repedit.capture import capture
 from repedit.errors import InputError
+from repedit.forward.capture import capture
 from repedit.models.handle import pad_rows
 from repedit.sites import Site
 

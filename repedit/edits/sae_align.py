@@ -43,17 +43,18 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from repedit.capture import capture, select_positions
 from repedit.edits.base import Edit, config_record
 from repedit.edits.lowrank import TrainableLowRank, sink_keys_basis
 from repedit.errors import ConfigError, InputError
+from repedit.fit.saes import sae_encode
+from repedit.fit.training import training_only
+from repedit.forward.capture import capture, select_positions
+from repedit.forward.passes import last_token_logits, real_token_logits, residual_after, start_at
 from repedit.models.handle import pad_rows
 from repedit.models.presets import resolve_config
-from repedit.saes import sae_encode
 from repedit.sites import Site
 from repedit.suites import Fact, load_text
 from repedit.suites.references import frames as kind_frames
-from repedit.training import last_token_logits, real_token_logits, residual_after, start_at, training_only
 
 FRAMES = kind_frames("country").train       # the country (and generic) frames; each kind has its own
 FACT_FORMS = ("qa", "blank", "mc", "adversarial", "paraphrase")
@@ -153,7 +154,7 @@ class _CodeRows:
     their prefix once; no padding); else right-padded rows (`_encode`)."""
 
     def __init__(self, handle, templates: Sequence[tuple[str, bool]], entities: Sequence[str]):
-        from repedit.packed import PackedFacts, Rows, packable
+        from repedit.forward.packed import PackedFacts, Rows, packable
 
         tok = handle.tokenizer
         rows = [tok.encode(t.format(e), add_special_tokens=not chat) for t, chat in templates for e in entities]
@@ -187,7 +188,7 @@ def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]], 
     once per `cache` (a dict the targets of one build share while the model is unchanged). On models that
     pack, the missing codes come from one packed forward (each template's prefix once, no padding,
     `PackedFacts.hidden_after`); else one padded forward per kind of template (plain frames, chat forms)."""
-    from repedit.packed import PackedFacts, Rows, packable
+    from repedit.forward.packed import PackedFacts, Rows, packable
 
     cache = {} if cache is None else cache
     todo: dict[tuple[str, bool], list[str]] = {}
@@ -230,7 +231,7 @@ def _lm_pool(handle, texts: Sequence[str] | None, cfg: SAEAlignConfig, first: in
     """The LM term's clean-text batches, their original next-token log-probs at the real tokens [tokens, vocab]
     (float16 keeps them small) and, with `first` > 0, their residual entering block `first`
     (keyed by batch index)."""
-    from repedit.saes import text_chunks
+    from repedit.fit.saes import text_chunks
 
     chunks = text_chunks(handle, list(texts) if texts else load_text("wiki", "train")[:20], cfg.lm_tokens)
     if not chunks:
@@ -255,18 +256,18 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     of their `retain_forms` prompts; texts: clean text for the KL term (default wiki.train); kind: the
     target's kind when `config.frames` is None (default: the Fact's `kind`, else "entity", whose
     frames are the generic ones); the resolved frames are recorded in the Edit's config. shared: a dict
-    that several targets' calls on the same unchanged model pass (`repedit.recipes.methods` does, for
+    that several targets' calls on the same unchanged model pass (`repedit.methods` does, for
     the targets of one build): what only the model and the config decide — reference codes per (template,
     entity), the clean-text pool with its original distributions, the position-0 key basis — is computed
     once. The caller keeps the model's weights unchanged between the calls that share it.
     """
+    from repedit.forward.text import prompt_ids
     from repedit.locate.sae_features import sae_site
-    from repedit.text import prompt_ids
 
     cfg = config or SAEAlignConfig()
     if not isinstance(cfg, SAEAlignConfig):
         raise ConfigError(f"config must be an SAEAlignConfig, got {type(cfg).__name__}")
-    from repedit.saes import check_sae
+    from repedit.fit.saes import check_sae
 
     check_sae(sae, handle)                                  # trained on this model, at its width
     cfg = resolve_config(cfg, handle)                       # None fields from the model's preset

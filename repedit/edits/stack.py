@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
-from repedit.edits.base import Edit, EditError, check_edit, tensor_sha256
+from repedit.edits.base import Edit, EditError, check_edit
+from repedit.forward.weights import tensor_sha256
 
 
 @dataclass(frozen=True)
@@ -116,24 +117,6 @@ class EditStack:
         return [e.to_dict() for e in self.journal]
 
 
-@contextmanager
-def holding(handle, values: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> Iterator[list[str]]:
-    """Inside the block the named parameters hold `values` (cast to their dtype; (name, value) pairs may
-    come from a generator, computed one at a time); on exit, also on exceptions, every one gets its exact
-    previous bytes back. No Edit, no journal: for attacks that look at another state of the same weights
-    (quantised, base). Yields the names."""
-    params = dict(handle.model.named_parameters())
-    saved = {}
-    try:
-        with torch.no_grad():
-            for name, value in (values.items() if isinstance(values, Mapping) else values):
-                saved[name] = params[name].detach().clone()
-                params[name].copy_(value)
-        yield list(saved)
-    finally:
-        with torch.no_grad():
-            for name, value in saved.items():
-                params[name].copy_(value)
 
 
 @contextmanager

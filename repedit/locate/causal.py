@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from repedit.errors import InputError
+from repedit.forward.answer_scores import answer_logprobs
 from repedit.suites import Fact
-from repedit.verify.recall import answer_logprobs
 
 
 @contextmanager

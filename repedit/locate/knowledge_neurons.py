@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from repedit.backends.base import get_backend
 from repedit.errors import InputError
+from repedit.forward.text import answer_ids, prompt_ids
 from repedit.sites import Point
 from repedit.suites import Fact
-from repedit.text import answer_ids, prompt_ids
 
 ROWS = 120      #: rows per batched forward of integrated gradients (m copies × layers)
 
@@ -61,7 +61,7 @@ def integrated_gradients(handle, prompt_ids: list[int], target_id: int, layers: 
     models run the m full prompts per layer (`_ig_full`). Both compute the same values up to float rounding."""
     if steps < 1:
         raise InputError("steps must be >= 1")
-    from repedit.generation import keeps_tail_logits
+    from repedit.forward.generation import keeps_tail_logits
 
     be = get_backend(handle, "torch")
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=handle.input_device)
@@ -118,7 +118,7 @@ def _ig_last_token(handle, ids, target_id, layers, alphas, a_bars, entering) -> 
     from transformers import DynamicCache
 
     from repedit.backends.torch_hooks import installed
-    from repedit.training import start_at
+    from repedit.forward.passes import start_at
 
     model, m = handle.model, len(alphas)
     cache = DynamicCache(config=model.config)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from repedit.capture import capture
 from repedit.errors import InputError
-from repedit.locate.probes import fit_probe
+from repedit.forward.capture import capture
+from repedit.locate.probe_directions import fit_probe
 from repedit.sites import Site
 
 
@@ -34,7 +34,7 @@ def encode_texts(handle, sae, texts: Sequence[str], site: Site) -> torch.Tensor:
     acts = capture(handle, list(texts), [site])[site]
     if site.position is None:
         acts = torch.stack([a[1:].mean(0) if len(a) > 1 else a[0] for a in acts])
-    from repedit.saes import sae_encode
+    from repedit.fit.saes import sae_encode
 
     return sae_encode(sae, acts)
 

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from repedit.backends.base import get_backend
 from repedit.errors import InputError
+from repedit.forward.text import answer_ids, prompt_ids
 from repedit.sites import Point
-from repedit.text import answer_ids, prompt_ids
 
 KINDS = ("resid", "mlp", "attn")
 POINTS = {"resid": Point.RESID_POST, "mlp": Point.MLP_OUT, "attn": Point.ATTN_OUT}

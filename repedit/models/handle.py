@@ -129,12 +129,6 @@ class ModelHandle:
             pid = getattr(tok, "eos_token_id", None)
         return int(pid or 0)
 
-    def save(self, path, stack=None, *, force: bool = False):
-        """Export the current weights as a plain Hugging Face directory (see `repedit.export.export`)."""
-        from repedit.export import export
-
-        return export(self, path, stack, force=force)
-
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [batch, seq, vocab] of a plain forward pass (no gradients)."""

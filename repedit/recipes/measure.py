@@ -54,7 +54,8 @@ def resolve(handle, recipe: Recipe) -> Resolved:
         prompts = [" ".join(d.split()[:12]) for d in docs if len(d.split()) >= 12]
         out.trace_prompts = prompts[: recipe.attacks.trace_prompts]
     if t.pool or t.pool_keys:                             # a name, a path, or inline [[targets.pool_keys]]
-        from repedit.suites.pools import load_pool, pool_from_records, screened
+        from repedit.fit.pool_screen import screened
+        from repedit.suites.pools import load_pool, pool_from_records
 
         out.pool, _ = screened(handle, load_pool(t.pool) if t.pool else pool_from_records(t.pool_keys))
     if t.benchmark:
@@ -239,7 +240,7 @@ def measure_facts(handle, res: Resolved, recipe: Recipe) -> dict:
 
 def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     """Per-depth True-LOO and gap (ridge, leave-one-key-out) on the pool, memorised-text log-prob, perplexity."""
-    from repedit.pool_features import CONTEXTS, pool_features
+    from repedit.fit.pool_features import CONTEXTS, pool_features
     from repedit.verify.perplexity import perplexity
     from repedit.verify.signature import depth_curve
 
@@ -247,7 +248,7 @@ def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
     feats = pool_features(handle, res.pool, contexts=CONTEXTS[: recipe.targets.contexts], depths=depths,
                           progress=False)
     curve, _ = depth_curve(feats)
-    from repedit.suites.pools import screen
+    from repedit.fit.pool_screen import screen
 
     rows = screen(handle, res.pool).rows                    # behaviour: log-prob/token of M and C after the cue
     out = {"depths": depths, "true_loo": curve.true_loo, "gap": curve.gap,
@@ -256,7 +257,7 @@ def measure_pool(handle, res: Resolved, recipe: Recipe) -> dict:
            "perplexity": perplexity(handle, res.texts) if res.texts else None,
            "lm_eval": lm_eval_measure(handle, recipe)}
     if recipe.attacks.probes:
-        from repedit.verify.attackers import probe_variants_attack, refit_attack
+        from repedit.verify.probe_attacks import probe_variants_attack, refit_attack
 
         out["probe_variants"] = probe_variants_attack(feats, depths=depths).to_dict()
         out["refit"] = refit_attack(feats, depths=depths).to_dict()

@@ -21,7 +21,7 @@ def record_original(handle, recipe: Recipe, res: Resolved, before: dict, orig: d
     if not res.forget:
         return
     if a.quantisation:
-        from repedit.verify.quant_attack import quantisation_probabilities
+        from repedit.verify.quantisation_attack import quantisation_probabilities
 
         orig["quantisation"] = before["quantisation"] = quantisation_probabilities(
             handle, res.forget, a.quantisation, forms=recipe.verify.forms, neighbours=res.neighbours,
@@ -52,8 +52,8 @@ def run_on_edited(handle, recipe: Recipe, res: Resolved, orig: dict, stack) -> d
     if not res.forget:
         return out
     if a.quantisation:
-        from repedit.verify.quant_attack import quantisation_probabilities, recovered_fractions
-        from repedit.verify.quantisation import survival_table
+        from repedit.verify.quantisation_attack import quantisation_probabilities, recovered_fractions
+        from repedit.verify.quantised_weights import survival_table
 
         probs = quantisation_probabilities(handle, res.forget, a.quantisation, forms=recipe.verify.forms,
                                            neighbours=res.neighbours, side_forms=neighbour_forms(recipe))

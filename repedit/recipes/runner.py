@@ -24,6 +24,7 @@ import torch
 from repedit.edits.base import PrecisionError
 from repedit.edits.stack import EditStack
 from repedit.errors import InputError
+from repedit.methods import METHODS, Context, method_config
 from repedit.models.presets import resolve_config
 from repedit.recipes.measure import (
     Resolved,
@@ -34,7 +35,6 @@ from repedit.recipes.measure import (
     peak_index,
     resolve,
 )
-from repedit.recipes.methods import METHODS, Context, method_config
 from repedit.recipes.recovery_attacks import comparison_columns
 from repedit.recipes.run_state import Journal, RunState, plain, recipe_of
 from repedit.recipes.schema import Recipe, load_recipe
@@ -58,15 +58,15 @@ def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict, stack: EditStack
 
     a, out = recipe.attacks, {}
     if res.forget and a.prefixes:
-        from repedit.verify.attacks import prefix_attack
+        from repedit.verify.prompt_attacks import prefix_attack
 
         out["prefixes"] = prefix_attack(handle, res.forget, res.retain).to_dict()
     if res.forget and a.sae:
-        from repedit.verify.attacks import sae_restoration
+        from repedit.verify.prompt_attacks import sae_restoration
 
         out["sae_restoration"] = sae_restoration(handle, orig["sae"], res.forget, orig["sae_codes"])
     if a.trace_prompts:
-        from repedit.verify.attacks import trace_detection, trace_features
+        from repedit.verify.prompt_attacks import trace_detection, trace_features
 
         edited, _ = trace_features(handle, res.trace_prompts, orig["trace_vocab"])
         out["trace_accuracy"] = trace_detection(orig["trace"], edited)
@@ -82,17 +82,17 @@ def _attacks(handle, recipe: Recipe, res: Resolved, orig: dict, stack: EditStack
 def _original_records(handle, recipe: Recipe, res: Resolved, before: dict) -> dict:
     a, orig = recipe.attacks, {}
     if res.forget and a.sae:
-        from repedit.saes import load_sae
-        from repedit.verify.attacks import restoration_rows, sae_codes_at
+        from repedit.fit.saes import load_sae
+        from repedit.verify.prompt_attacks import restoration_rows, sae_codes_at
 
         orig["sae"] = load_sae(a.sae, handle=handle)          # refuses an SAE of another model or width
         orig["sae_codes"] = sae_codes_at(handle, orig["sae"], restoration_rows(handle, res.forget))
     if a.trace_prompts:
-        from repedit.verify.attacks import trace_features
+        from repedit.verify.prompt_attacks import trace_features
 
         orig["trace"], orig["trace_vocab"] = trace_features(handle, res.trace_prompts)
     if res.forget and a.prefixes:
-        from repedit.verify.attacks import prefix_attack
+        from repedit.verify.prompt_attacks import prefix_attack
 
         before["prefixes"] = prefix_attack(handle, res.forget, res.retain).to_dict()
     from repedit.recipes.recovery_attacks import record_original
@@ -192,7 +192,7 @@ def _comparison(before: dict, edits: dict) -> list[dict]:
 
 def _load(recipe: Recipe, journal: Journal):
     """The model, untied when an edit folds a projection into the embedding (redone on every (re)start)."""
-    from repedit import load
+    from repedit.models import load
 
     handle = load(recipe.model, dtype=getattr(torch, recipe.dtype), device_map=recipe.device_map)
     journal.log("load", model=handle.id, dtype=recipe.dtype,
@@ -249,7 +249,7 @@ def _run_edit(handle, recipe: Recipe, spec, ctx: Context, res: Resolved, orig: d
         attacks = _attacks(handle, recipe, res, orig, stack)
         journal.log("attacks", what=spec.name, ran=sorted(attacks))
         if recipe.export == spec.name:
-            from repedit.export import export
+            from repedit.export.directory import export
 
             ex = export(handle, run_dir / "export", stack, force=True)
             journal.log("export", path=str(run_dir / "export"), max_logit_diff=ex.max_logit_diff)
@@ -282,7 +282,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
     what reproduces the run, for the report (default: `repedit run <the recipe file>`; a resumed run keeps the
     one it was started with). `resume`: finish the run in `out` from its saved stages (state/), recomputing
     none of them; the report equals an uninterrupted run's but for timing fields (`run_state.is_timing`)."""
-    from repedit import __version__
+    from repedit.version import __version__
 
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
     run_dir = Path(out) if out is not None else Path("runs") / recipe.name
@@ -341,7 +341,7 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
                                                       indent=1, default=str))
     (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
     if recipe.export:                                   # the certificate travels with the exported weights
-        from repedit.certificate import certify_run
+        from repedit.export.certificate import certify_run
 
         cert = certify_run(run_dir, report, facts={"forget": res.forget, "neighbours": res.neighbours})
         if cert:

@@ -37,7 +37,7 @@ __all__ = ["BENCHMARK_KEYS", "DEVICE_MAPS", "DTYPES", "FACT_ATTACKS", "MIN_REFER
 
 def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     """Validate a recipe's TOML text; see the module doc. Checks suites and methods exist."""
-    from repedit.recipes.methods import METHODS, method_config
+    from repedit.methods import METHODS, method_config
 
     ck = Checker(text, source)
     try:
@@ -140,7 +140,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
 
 def _attack_choices(ck: Checker, attacks: Attacks, targets: Targets) -> None:
     """The issue-17 attacks: valid quantisation schemes, k >= 1, and fact targets for the attacks that need them."""
-    from repedit.verify.quantisation import parse_scheme
+    from repedit.verify.quantised_weights import parse_scheme
 
     for name in string_list(ck, list(attacks.quantisation), "quantisation", "attacks"):
         try:
@@ -187,7 +187,7 @@ def _lm_eval(ck: Checker, v: Verify, base: Path) -> Verify:
 def _check_subjects(ck: Checker, targets: Targets, facts: list, edits: list, verify: Verify) -> None:
     """A method that reads the subject's tokens inside each form (MethodSpec.needs_subject) needs every
     forget fact's forms (the recipe's [verify] forms and the method's own `forms`) to contain its subject."""
-    from repedit.recipes.methods import METHODS, method_config
+    from repedit.methods import METHODS, method_config
     from repedit.suites import forms_missing_subject
 
     by = {f.subject: (i, f) for i, f in enumerate(facts)}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repedit.errors import ConfigError, InputError, close_matches
-from repedit.recipes.methods import METHODS, Context, MethodSpec, method_config
+from repedit.methods import METHODS, Context, MethodSpec, method_config
 from repedit.recipes.schema import Attacks, EditSpec, Recipe, Targets, Verify
 
 #: config fields a method sets itself (the gradient baselines' `objective` is their method name)

@@ -25,11 +25,11 @@ import torch
 
 from repedit.backends.base import get_backend
 from repedit.errors import ConfigError, InputError
+from repedit.forward.text import answer_ids, prompt_ids
 from repedit.locate.concept_vectors import project_to_vocab
 from repedit.models.handle import pad_rows
 from repedit.sites import Point
 from repedit.suites import Fact
-from repedit.text import answer_ids, prompt_ids
 
 LENSES = ("logit", "tuned")
 FIT_CORPUS = (("wiki", "train"), ("news", "train"))
@@ -177,7 +177,7 @@ def fit_tuned_lens(handle, texts: Sequence[str] | None = None, *, n_tokens: int 
 
 
 def _cache_path(handle, n_tokens: int, ridge: float, context: int, outlier: float) -> Path:
-    from repedit.edits.key_stats import weights_fingerprint
+    from repedit.forward.weights import weights_fingerprint
     from repedit.models.cache import cache_root
 
     safe = re.sub(r"[^\w.-]", "_", handle.id)

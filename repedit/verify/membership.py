@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from repedit.errors import InputError
-from repedit.text import prompt_ids
+from repedit.forward.text import prompt_ids
 from repedit.verify.benchmarks.text import auc, min_k, row_logprobs
 
 __all__ = ["SCORES", "MembershipResult", "auc", "fact_rows", "membership_attack", "membership_scores"]

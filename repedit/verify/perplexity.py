@@ -26,7 +26,7 @@ def document_batches(handle, texts: Sequence[str], *, max_length: int = 256,
 @torch.no_grad()
 def batch_nll(handle, rows: list[list[int]], chunk: int = 256) -> tuple[float, int]:
     """(Σ next-token NLL, scored tokens) of one batch of token rows (the first token is never scored)."""
-    from repedit.training import real_token_logits
+    from repedit.forward.passes import real_token_logits
 
     batch = pad_rows(rows, handle.pad_id, device=handle.input_device)
     ids, mask = batch["input_ids"], batch["attention_mask"]

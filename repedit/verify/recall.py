@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from repedit.errors import InputError
-from repedit.generation import batch_order, decode_groups, greedy_batches, keeps_tail_logits
+from repedit.forward.generation import batch_order, decode_groups, greedy_batches, keeps_tail_logits
+from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids
 from repedit.models.handle import pad_rows
 from repedit.suites import FORMS, Fact
-from repedit.text import answer_ids, continuation_logprobs, prompt_ids
+from repedit.suites.answers import mentions_answer
 
 
 @torch.no_grad()
@@ -51,7 +52,7 @@ def greedy_plan(handle, prompts: Sequence[list[int]], batch_size: int,
     if answer_ids is None:
         batches = batch_order(prompts, batch_size)
     else:
-        from repedit.text import score_plan
+        from repedit.forward.text import score_plan
 
         batches = score_plan(prompts, answer_ids, batch_size)
     return decode_groups(batches) if keeps_tail_logits(handle) else [[idx] for idx in batches]
@@ -67,7 +68,7 @@ def greedy_group(handle, prompts: Sequence[list[int]], group: list[list[int]], m
     flat = [j for idx in group for j in idx]
     if keeps_tail_logits(handle):
         done = None if answers is None else (
-            lambda k, new: _mentions(tok.decode(new, skip_special_tokens=True), answers[flat[k]]))
+            lambda k, new: mentions_answer(tok.decode(new, skip_special_tokens=True), answers[flat[k]]))
         new, scores = greedy_batches(handle, [[list(prompts[j]) for j in idx] for idx in group], max_new_tokens,
                                      done, None if answer_ids is None else
                                      [[list(answer_ids[j]) for j in idx] for idx in group])
@@ -96,9 +97,6 @@ def greedy_scored(handle, prompts: Sequence[list[int]], answer_ids: Sequence[lis
     return texts, scores
 
 
-def _mentions(text: str, answers: Sequence[str]) -> bool:
-    low = text.lower()
-    return any(a.lower() in low for a in answers if a)
 
 
 @dataclass(frozen=True)
@@ -167,7 +165,7 @@ def _packed_logprobs(handle, rows: list, owner: list, free: list) -> list[float]
     """The mean answer log-prob of every multiple-choice row then every free-text row (`_probability_rows`'
     order) from one `PackedFacts` forward — each (set, form)'s rows share their prompt prefix once, no
     padding, only answer positions unembedded; None where the model does not pack."""
-    from repedit.packed import Rows, packed_logprobs
+    from repedit.forward.packed import Rows, packed_logprobs
 
     flat = [(key[:2], p, c) for key, (p, c) in zip(owner, rows)] + [(key[:2], p, a) for key, p, a, _ in free]
     members: dict[tuple, list[int]] = {}
@@ -236,7 +234,7 @@ def recall_sets(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[str]]], *,
                     per_fact[k][form] = {"correct": oks[k], "probability": ps[k]}
                 chance = 1 / len(facts[0].forms[form]["options"])
             else:
-                oks = [_mentions(texts[(s, form, k)], f.answers) for k, f in enumerate(facts)]
+                oks = [mentions_answer(texts[(s, form, k)], f.answers) for k, f in enumerate(facts)]
                 for k in range(len(facts)):
                     per_fact[k][form] = {"correct": oks[k], "probability": ps[k], "output": texts[(s, form, k)]}
                 chance = None
@@ -271,25 +269,6 @@ def recall_probabilities(handle, sets: Sequence[tuple[Sequence[Fact], Sequence[s
     return out
 
 
-def answer_logprobs(handle, facts: Sequence[Fact], forms: Sequence[str] = ("blank", "paraphrase", "adversarial"),
-                    writes: dict | None = None, batch_size: int = 16) -> torch.Tensor:
-    """Length-normalised answer log-prob of each fact, averaged over `forms` (no mc): [n_facts]."""
-    if "mc" in forms:
-        raise InputError("answer_logprobs() scores free-text forms; leave out 'mc'")
-    from repedit.packed import Rows, packed_logprobs
-
-    prompts, conts = [], []
-    for form in forms:
-        for f in facts:
-            spec = f.forms[form]
-            prompts.append(prompt_ids(handle, spec["prompt"], spec["chat"]))
-            conts.append(answer_ids(handle, f.answer, spec["chat"]))
-    n = len(facts)                       # without rewrites: every form's rows in one packed forward
-    packed = None if writes else packed_logprobs(handle, [Rows(prompts[i: i + n], conts[i: i + n])
-                                                          for i in range(0, len(prompts), n)])
-    lps = torch.tensor(packed if packed is not None else
-                       continuation_logprobs(handle, prompts, conts, batch_size, writes=writes), device="cpu")
-    return lps.view(len(forms), len(facts)).mean(0)
 
 
 def known_facts(handle, facts: Sequence[Fact], form: str = "blank", max_new_tokens: int = 12) -> list[Fact]:

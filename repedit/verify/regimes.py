@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from repedit.errors import InputError
+from repedit.fit.group_loo import correct, per_group_accuracy, zscore_stats
+from repedit.fit.pool_features import PoolFeatures, pool_features
 from repedit.models.handle import ModelHandle
 from repedit.models.toy import exact_recall
-from repedit.pool_features import PoolFeatures, pool_features
-from repedit.probing import correct, per_group_accuracy, zscore_stats
 from repedit.suites.pools import toy_pool
 from repedit.verify.signature import ALPHA, depth_curve, t_interval
 

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from repedit.errors import InputError
+from repedit.fit.training import training_only
+from repedit.forward.answer_scores import answer_logprobs
+from repedit.forward.passes import fact_batch
 from repedit.suites import Fact
-from repedit.training import fact_batch, training_only
-from repedit.verify.recall import answer_logprobs
 
 EVAL_FORMS = ("blank", "qa", "paraphrase", "adversarial")
 

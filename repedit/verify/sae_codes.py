@@ -1,7 +1,7 @@
 """Does the model's SAE code (or its residual stream) call an entity known? And what did an edit
 do to recall and fluency?
 
-`fit_knownness` fits a logistic probe (`repedit.locate.probes.fit_probe`) on SAE codes (or, without
+`fit_knownness` fits a logistic probe (`repedit.locate.probe_directions.fit_probe`) on SAE codes (or, without
 an SAE, on the residual at a site) of known vs unknown entities at the entity's last token, in
 `EVAL_FRAMES` by default (the country frames; `repedit.suites.references.frames(kind).measure` for
 another kind: none of them is a training frame of `repedit.edits.sae_align`, so the classifier reads
@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from repedit.capture import capture
 from repedit.errors import InputError
-from repedit.locate.probes import ProbeDirection, fit_probe
+from repedit.forward.capture import capture
+from repedit.locate.probe_directions import ProbeDirection, fit_probe
 from repedit.locate.sae_features import encode_texts, sae_site
 from repedit.sites import Site
 from repedit.suites import FORMS, Fact
@@ -44,7 +44,7 @@ def frame_features(handle, sae, frames: Sequence[str], entities: Sequence[str], 
     """`entity_features` of every frame filled with every entity, frame-major: [frames × entities, d]. For the
     residual after a block at the last token (the knownness probe's site), on models that pack, each frame's
     texts run in one packed forward (the frame's prefix once, no padding; `PackedFacts.hidden_after`)."""
-    from repedit.packed import PackedFacts, Rows, packable
+    from repedit.forward.packed import PackedFacts, Rows, packable
     from repedit.sites import Point
 
     if site.position == -1 and site.point == Point.RESID_POST:
@@ -52,7 +52,7 @@ def frame_features(handle, sae, frames: Sequence[str], entities: Sequence[str], 
         groups = [Rows.last_tokens([tok.encode(f.format(e), add_special_tokens=True)[-256:] for e in entities],
                                    handle.pad_id) for f in frames]
         if packable(handle, groups):
-            from repedit.saes import sae_encode
+            from repedit.fit.saes import sae_encode
 
             with torch.no_grad():
                 h = PackedFacts.of(handle, groups).hidden_after(handle, site.layer)

@@ -22,8 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from repedit.errors import InputError
-from repedit.pool_features import PoolFeatures, pool_features
-from repedit.probing import correct, per_group_accuracy, ridge_group_loo, shuffled_within_groups, standardise
+from repedit.fit.group_loo import (
+    correct,
+    per_group_accuracy,
+    ridge_group_loo,
+    shuffled_within_groups,
+    standardise,
+)
+from repedit.fit.pool_features import PoolFeatures, pool_features
 from repedit.suites.pools import Pool
 
 ALPHA = 100.0   # ridge penalty in z-scored space; chosen on SmolLM2-135M (probes/memorised/README.md)

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from repedit.edits.stack import holding
 from repedit.errors import InputError
+from repedit.forward.text import answer_ids
+from repedit.forward.weights import holding
 from repedit.suites import Fact
-from repedit.text import answer_ids
 
 IDENTITY = "Syria: Syria; leaf: leaf; Microsoft: Microsoft;"   #: Patchscope's identity prompt: "x: x;" pairs
 SCALES = (0.5, 1.0)                          #: patched norms, as multiples of the layer's median residual norm
@@ -113,7 +113,7 @@ def _patch_logits(handle, layer: int, dirs: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _candidate_keys(handle, layer: int, names: Sequence[str]) -> torch.Tensor:
     """Each candidate's MLP key at `layer` (last token of "Tell me about {name}"): [n, d_mlp] float32."""
-    from repedit.capture import capture
+    from repedit.forward.capture import capture
     from repedit.sites import Site
 
     site = Site(layer, "mlp_hidden")

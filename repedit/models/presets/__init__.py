@@ -3,7 +3,7 @@
 Edit layers, the memorisation signature's peak depth and the SAE a method uses depend on the model
 (SmolLM2-135M's ROCR layers 4–6 are not Gemma 3's). They are data, not code: each model id has a
 `<id>.json` in this folder (shipped in the wheel), written by `build_preset`
-(`repedit presets build <model>`, `repedit.models.presets.build`) from sweeps run on that model,
+(`repedit presets build <model>`, `repedit.recipes.presets`) from sweeps run on that model,
 with the sweep numbers and the rule that chose each value in its provenance.
 
 A config field whose default is `None` means "from the model's preset": `resolve_config(cfg, handle)`
@@ -198,7 +198,7 @@ def preset_for(handle_or_id) -> Preset:
     if path is None:
         raise PresetNotFoundError(
             f"no preset for model {model_id!r}: its edit layers, signature depth and SAE are chosen per model. "
-            f"Build one with `{COMMAND.format(model=model_id)}` (repedit.models.presets.build.build_preset), or "
+            f"Build one with `{COMMAND.format(model=model_id)}` (repedit.recipes.presets.build_preset), or "
             f"set every model-specific field of the method's config explicitly. Presets exist for: {available()}")
     preset = Preset.from_dict(json.loads(path.read_text()), path)
     if handle is not None and (handle.n_layers, handle.d_model) != (preset.n_layers, preset.d_model):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from repedit.text import answer_ids, continuation_logprobs, prompt_ids
+from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids
 from repedit.verify.benchmarks.text import generate, mentions
 
 DOMAINS = {"wmdp-bio": "biology", "wmdp-chem": "chemistry", "wmdp-cyber": "computer security"}

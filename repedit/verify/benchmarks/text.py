@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from repedit.errors import InputError, ReprEditError
+from repedit.forward.text import answer_ids, continuation_logprobs, prompt_ids
 from repedit.models.handle import pad_rows
-from repedit.text import answer_ids, continuation_logprobs, prompt_ids
-from repedit.verify.recall import _mentions as mentions  # noqa: F401  (re-exported: one answer-matching rule)
+from repedit.suites.answers import mentions_answer as mentions  # noqa: F401  (re-exported: one answer-matching rule)
 from repedit.verify.recall import greedy
 
 

@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from repedit.backends.base import get_backend
-from repedit.capture import capture
 from repedit.data import resolve_sae
 from repedit.errors import ConfigError, InputError, ModelNotFoundError, SAEMismatchError
+from repedit.forward.capture import capture
 from repedit.models.cache import atomic_dir, cache_root
 from repedit.models.presets import resolve_config
 from repedit.models.registry import DEFAULT_MODEL

@@ -10,7 +10,7 @@ import typer
 
 from repedit.cli.common import console, names, refuse_existing, show_and_export
 from repedit.cli.options import with_config
-from repedit.recipes.methods import METHODS, MethodSpec
+from repedit.methods import METHODS, MethodSpec
 from repedit.recipes.single import FIXED_FIELDS
 
 

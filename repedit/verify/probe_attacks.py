@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from repedit.errors import InputError
-from repedit.pool_features import PoolFeatures, pool_features
-from repedit.probing import logistic_group_loo, mlp_group_loo, proba_accuracy, standardise, zscore_stats
+from repedit.fit.group_loo import logistic_group_loo, mlp_group_loo, proba_accuracy, standardise, zscore_stats
+from repedit.fit.pool_features import PoolFeatures, pool_features
 from repedit.suites.pools import Pool
 
 

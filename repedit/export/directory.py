@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from repedit import __version__
-from repedit.edits.base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta, tensor_sha256
+from repedit.edits.base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta
 from repedit.edits.stack import EditStack
 from repedit.errors import InputError, ReprEditError
+from repedit.forward.weights import tensor_sha256
+from repedit.version import __version__
 
 CHECK_TEXTS = ("The capital of France is", "Licensed under the Apache License, Version 2.0",
                "def main():\n    print(")
@@ -190,7 +191,7 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
             "journal": stack.to_dict() if stack else [],
             "check": {"texts": list(check_texts), "max_abs_logit_diff": diff, "atol": atol},
             "load": "transformers.AutoModelForCausalLM.from_pretrained(<this directory>)",
-            "revert": "repedit.export.revert(<this directory>) restores the original tensors exactly",
+            "revert": "repedit.export.directory.revert(<this directory>) restores the original tensors exactly",
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         if out.exists():

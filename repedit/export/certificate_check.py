@@ -1,4 +1,4 @@
-"""`verify_export(dir)`: does an export still carry what its certificate claims? (see repedit.certificate)
+"""`verify_export(dir)`: does an export still carry what its certificate claims? (see repedit.export.certificate)
 
 Hashes first (always), then, with `recompute=True`, the cheap claims re-measured on the export loaded with
 plain transformers: the forget facts' and neighbours' answer probability per form after the edit, and — after
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from repedit.export import ExportError, read_manifest
+from repedit.export.directory import ExportError, read_manifest
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
@@ -120,7 +120,7 @@ class VerifyResult:
 def read_verification(path: str | Path) -> dict:
     path = Path(path)
     if not (path / VERIFICATION).exists():
-        raise ExportError(f"{path} has no {VERIFICATION}; write it with repedit.certificate.write_certificate "
+        raise ExportError(f"{path} has no {VERIFICATION}; write it with repedit.export.certificate.write_certificate "
                           "(or `repedit certify RUN_DIR` for a run directory with an export)")
     try:
         return json.loads((path / VERIFICATION).read_text())
@@ -216,8 +216,9 @@ def _compare(handle, record: dict, state: str, dtype: str, out: list[Mismatch]) 
 def _recompute(d: Path, record: dict, manifest: dict, device_map, out: list[Mismatch], notes: list[str]) -> int:
     import torch
 
-    from repedit.edits.base import EditError, tensor_sha256
-    from repedit.export import revert
+    from repedit.edits.base import EditError
+    from repedit.export.directory import revert
+    from repedit.forward.weights import tensor_sha256
     from repedit.models.loader import load_hf
 
     if not record.get("checks"):

@@ -1,6 +1,6 @@
 """The erasure certificate of an export, and the check that the weights still carry what it claims.
 
-`write_certificate(export_dir, report, edit_name, recipe_text)` adds two files to an export (repedit.export):
+`write_certificate(export_dir, report, edit_name, recipe_text)` adds two files to an export (repedit.export.directory):
 - verification.json: every measurement the run made of that edit (the `before` and its `after` measurements:
   forms, neighbours, unrelated, perplexity, knownness, lm-eval, benchmark, the signature per depth of pool
   runs), its attacks and comparison row, the seed, package versions, the recipe text and the resolved recipe,
@@ -8,16 +8,16 @@
   without the suite), and hashes: sha256 of every file of the export (except verification.json and
   README.md), of every tensor of the model's weight files, and the touched tensors' before/after sha256
   (manifest.json);
-- README.md: a Hugging Face model card (repedit.model_card).
+- README.md: a Hugging Face model card (repedit.export.model_card).
 
-`verify_export(dir)` (repedit.certificate_check, re-exported here) checks them:
+`verify_export(dir)` (repedit.export.certificate_check, re-exported here) checks them:
 1. hashes (always): every file and every stored tensor against verification.json, the touched tensors against
    manifest.json's `sha256_after`, originals.safetensors against `sha256_before`; a missing or extra file or
    tensor is a mismatch too (dot-files, e.g. the hub's .gitattributes, are ignored);
 2. claims (`recompute=True`): the export is loaded with plain transformers (`load_hf`) in the run's dtype, the
    answer probability of the forget facts and of the neighbours is re-measured per form
    (`repedit.verify.recall.recall_probability`, the number the run reported) and compared with the claimed
-   `after` numbers; then `repedit.export.revert` puts the originals back and the `before` numbers are
+   `after` numbers; then `repedit.export.directory.revert` puts the originals back and the `before` numbers are
    compared the same way (which also checks that the revert restores the claimed `sha256_before`).
 
 Tolerance of a re-measured number: |recomputed − claimed| ≤ atol + rtol·|claimed|, (atol, rtol) by the run's
@@ -38,7 +38,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from repedit.certificate_check import (
+from repedit.errors import InputError
+from repedit.export.certificate_check import (
     CARD,
     TOLERANCE,
     VERIFICATION,
@@ -48,8 +49,7 @@ from repedit.certificate_check import (
     read_verification,
     verify_export,
 )
-from repedit.errors import InputError
-from repedit.export import read_manifest
+from repedit.export.directory import read_manifest
 
 __all__ = ["TOLERANCE", "Certificate", "Mismatch", "VerifyResult", "certify_run", "read_verification",
            "verify_export", "write_certificate"]
@@ -160,7 +160,7 @@ def write_certificate(export_dir: str | Path, report: dict, edit_name: str, reci
     """Write verification.json and README.md into `export_dir` (see the module doc). `report`: the run's
     report.json; `edit_name`: the exported edit; `facts`: {"forget": [Fact], "neighbours": [Fact]} as the run
     resolved them (default: rebuilt from the recipe's suite by subject)."""
-    from repedit.model_card import model_card
+    from repedit.export.model_card import model_card
 
     t0 = time.perf_counter()
     export_dir = Path(export_dir)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from repedit.capture import capture
 from repedit.errors import InputError
+from repedit.forward.capture import capture
 from repedit.sites import Site
 
 METHODS = ("logistic", "diff_means")

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from repedit.edits.stack import holding
 from repedit.errors import ConfigError
+from repedit.forward.weights import holding
 
 GGUF_SCHEMES = ("gguf-q8_0", "gguf-q4_0", "gguf-q4_1", "gguf-q5_0", "gguf-q5_1")
 DEFAULT_SCHEMES = ("int8", "int4-g32", "int4-g128", "gguf-q8_0", "gguf-q4_0", "gguf-q4_1")

@@ -183,8 +183,8 @@ def rocr_sweep(handle, windows: Sequence[Sequence[int]], targets: Sequence, neig
     """The ROCR layer sweep of the module docstring: one row per window."""
     from repedit.edits import EditStack
     from repedit.edits.rocr import ROCR, ROCRConfig
+    from repedit.forward.answer_scores import answer_logprobs
     from repedit.suites import load_suite
-    from repedit.verify.recall import answer_logprobs
 
     invented = [f.subject for f in load_suite("unknown-entities")]
     facts = list(targets) + list(neighbours)
@@ -221,8 +221,9 @@ def rocr_sweep(handle, windows: Sequence[Sequence[int]], targets: Sequence, neig
 
 def signature_peak(handle, pool_name: str = "natural", *, contexts: int, progress: bool = True) -> dict:
     """The signature over every depth (1 shuffle seed, no random-init twin): curve and peak."""
-    from repedit.pool_features import CONTEXTS
-    from repedit.suites.pools import load_pool, screened
+    from repedit.fit.pool_features import CONTEXTS
+    from repedit.fit.pool_screen import screened
+    from repedit.suites.pools import load_pool
     from repedit.verify.signature import signature
 
     pool, _report = screened(handle, load_pool(pool_name))
@@ -249,7 +250,7 @@ def _git_commit() -> str | None:
 def _environment() -> dict:
     import torch
 
-    from repedit import __version__
+    from repedit.version import __version__
 
     return {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "git": _git_commit()}
@@ -294,7 +295,7 @@ def build_preset(model_id: str, *, quick: bool = False, progress: bool = True, o
     flags = " --quick" if quick else ""
     provenance = {
         "command": COMMAND.format(model=model_id) + flags,
-        "api": f"repedit.models.presets.build.build_preset({model_id!r}, quick={bool(quick)}, windows={wins}, "
+        "api": f"repedit.recipes.presets.build_preset({model_id!r}, quick={bool(quick)}, windows={wins}, "
                f"n_targets={size['targets']}, n_neighbours={size['neighbours']}, "
                f"stats_tokens={size['stats_tokens']}, contexts={size['contexts']}, pool={pool!r})",
         "date": datetime.date.today().isoformat(), "quick": bool(quick),
@@ -341,11 +342,11 @@ def preset_from_results(model_id: str, arch: dict, sweep_json: str | Path, signa
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m repedit.models.presets.build MODEL [--quick] [--out FILE]`, or from committed results:
+    """`python -m repedit.recipes.presets MODEL [--quick] [--out FILE]`, or from committed results:
     `... MODEL --from-sweep SWEEP.json --from-signature SIGNATURE.json`."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m repedit.models.presets.build", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m repedit.recipes.presets", description=main.__doc__)
     ap.add_argument("model")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
@@ -358,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from repedit.models.loader import load
 
         h = load(a.model)
-        cmd = (f"python -m repedit.models.presets.build {a.model} --from-sweep {a.from_sweep} "
+        cmd = (f"python -m repedit.recipes.presets {a.model} --from-sweep {a.from_sweep} "
                f"--from-signature {a.from_signature}")
         path = preset_from_results(a.model, {"n_layers": h.n_layers, "d_model": h.d_model, "d_mlp": h.d_mlp},
                                    a.from_sweep, a.from_signature, out=a.out, command=cmd)

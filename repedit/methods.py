@@ -136,7 +136,7 @@ def sae_align_unknown(fact, given: Sequence[str], n_reference: int) -> tuple[str
 
 def _sae_align(ctx: Context, cfg) -> list:
     from repedit.edits.sae_align import sae_align
-    from repedit.saes import load_sae
+    from repedit.fit.saes import load_sae
 
     # the run's SAE, else the one the model's preset names (an SAE of another model is refused)
     sae = load_sae(ctx.sae or preset_for(ctx.handle).sae_path(), handle=ctx.handle)
@@ -163,7 +163,7 @@ def _rmu(ctx: Context, cfg) -> list:
 
 
 def _pool_contexts(ctx: Context) -> dict:
-    from repedit.pool_features import CONTEXTS
+    from repedit.fit.pool_features import CONTEXTS
 
     return {"contexts": CONTEXTS[: ctx.contexts]}
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from repedit.errors import InputError
 from repedit.suites import Fact
-from repedit.verify.quantisation import parse_scheme, quantised
+from repedit.verify.quantised_weights import parse_scheme, quantised
 from repedit.verify.recall import recall_probability
 
 UNQUANTISED = "none"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from repedit.forward.passes import fact_batch, unembedding_only
 from repedit.suites import Fact
-from repedit.training import fact_batch, unembedding_only
 
 Scorer = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
@@ -46,7 +46,7 @@ def answer_scorer(handle, forget: Sequence[Fact], retain: Sequence[Fact], forms:
 def packs(handle) -> bool:
     """Whether the model takes a ready 4D attention mask, `position_ids` and `logits_to_keep` (HF causal LMs
     with eager or SDPA attention; flash attention takes no arbitrary mask)."""
-    from repedit.generation import keeps_tail_logits
+    from repedit.forward.generation import keeps_tail_logits
 
     impl = getattr(getattr(handle.model, "config", None), "_attn_implementation", None)
     return keeps_tail_logits(handle) and impl in ("eager", "sdpa")
@@ -171,7 +171,7 @@ class PackedFacts:
     def residual_after(self, handle, layer: int) -> torch.Tensor:
         """Residual stream [seqs, T, d_model] after block `layer` of the packed sequences; the forward stops
         there. Gradients are kept (inside `training.start_at`, blocks below its layer are skipped)."""
-        from repedit.training import run_until
+        from repedit.forward.passes import run_until
 
         mask = self._mask(handle)
         return run_until(handle, layer, lambda: handle.model(input_ids=self.input_ids, attention_mask=mask,

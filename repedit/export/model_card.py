@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from repedit.export import HUB_ID, ExportError
+from repedit.export.directory import HUB_ID, ExportError
 
 SKIP = {"edit", "method", "family", "seconds", "rank", "time_ratio_to_baseline", "matched_baseline",
         "matched_baseline_seconds", "matched_baseline_neighbours", "peak_depth"}
@@ -173,7 +173,7 @@ Only the tensors above differ from the base model. `originals.safetensors` holds
 puts the originals back bit-exactly (it refuses a model whose edited tensors are not the exported values):
 
 ```python
-from repedit.export import revert
+from repedit.export.directory import revert
 revert("<this directory>", model)      # model: loaded from this directory as above
 ```
 
@@ -210,6 +210,6 @@ Seeds: `{json.dumps(record.get('seeds'))}`. The recipe is in `verification.json`
 
 ## Revert
 
-`repedit.export.revert("<this directory>", model)` (above) restores the base model's tensors; their sha256 are
+`repedit.export.directory.revert("<this directory>", model)` (above) restores the base model's tensors; their sha256 are
 `touched_tensors.*.sha256_before` in `verification.json`.
 """

@@ -31,7 +31,7 @@ def continuation_logprobs(handle, prompts: Sequence[list[int]], continuations: S
     prompt prefix runs once and only the last max(len(continuation)) + 1 positions are unembedded
     (`generation.prefill`). `writes` ({(layer, point): fn}) runs a plain padded forward with those
     activation rewrites (torch backend)."""
-    from repedit.generation import keeps_tail_logits, prefill
+    from repedit.forward.generation import keeps_tail_logits, prefill
 
     if len(prompts) != len(continuations):
         raise InputError("prompts and continuations must have the same length")
@@ -65,7 +65,7 @@ def score_plan(prompts: Sequence[list[int]], continuations: Sequence[list[int]],
                batch_size: int) -> list[list[int]]:
     """`continuation_logprobs`' batches of row indices (`generation.batch_order`; each row keeps its
     continuation and one more position out of the shared prefix)."""
-    from repedit.generation import batch_order
+    from repedit.forward.generation import batch_order
 
     return batch_order([list(p) + list(c) for p, c in zip(prompts, continuations)], batch_size,
                        keep=[len(c) + 1 for c in continuations])

@@ -1,0 +1,1 @@
+"""Fitting: optimisation of trained tensors, streaming statistics, probes, SAEs."""

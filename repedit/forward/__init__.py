@@ -1,0 +1,1 @@
+"""Forward passes: capture, generation, scoring, packed forwards, weight holding."""
