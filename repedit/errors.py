@@ -66,3 +66,14 @@ class PresetNotFoundError(ReprEditError, KeyError):
 
 class SAEMismatchError(ReprEditError, ValueError):
     """An SAE was trained on another model (or reads another width) than the one it is used with."""
+
+
+class FormatVersionError(ReprEditError, ValueError):
+    """A saved file (report, run state, export manifest, certificate, preset, ...) is of a format version this
+    repedit does not read; the message names the file, the version, the versions read here and the repedit
+    that wrote it, and says to upgrade repedit or re-run with this one (`repedit.formats`)."""
+
+    def __init__(self, message: str, *, path: str | None = None, found=None, reads: tuple[int, ...] = (),
+                 writer: str | None = None):
+        super().__init__(message)
+        self.path, self.found, self.reads, self.writer = path, found, reads, writer

@@ -10,10 +10,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, os.cpu_count() or 1))
+from model_guard import ModelGuard  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, os.cpu_count() or 1))
 
 # REPEDIT_TEST_DEVICE=cuda (bench/gpu_check.sh) puts the real-model fixtures on that device; default CPU
 TEST_DEVICE = os.environ.get("REPEDIT_TEST_DEVICE", "cpu")
+
+
+GUARDS: list[ModelGuard] = []
+
+
+def guarded(handle):
+    """Register a session-shared handle with the guard (checked after every test)."""
+    GUARDS.append(ModelGuard(handle))
+    return handle
 
 
 def load_default(dtype=torch.float32):
@@ -23,10 +34,45 @@ def load_default(dtype=torch.float32):
     return repedit.load("smollm2-135m", dtype=dtype, **placement)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fast: the fast tier (`./dev test -m fast`): no packaged real model is "
+                            "loaded or converted; a packaged model asked for there fails the test")
+    config.addinivalue_line("markers", "real: loads a packaged real model outside the shared fixtures")
+    if config.getoption("markexpr", "") == "fast" or os.environ.get("REPEDIT_NO_REAL_MODELS") == "1":
+        from repedit.models import loader
+
+        def refuse(name, *a, **k):
+            raise AssertionError(f"the fast tier loads no packaged model (asked for {name!r}): mark the test "
+                                 "`real` or use a tiny model (tests/tiny_models.py)")
+
+        loader.ensure_converted = refuse
+
+
+def pytest_collection_modifyitems(config, items):
+    """In the fast tier a test marked `real` or `slow` stays out even when its module is marked `fast`."""
+    if config.getoption("markexpr", "") != "fast":
+        return
+    out = [i for i in items if i.get_closest_marker("real") or i.get_closest_marker("slow")]
+    if out:
+        config.hook.pytest_deselected(items=out)
+        items[:] = [i for i in items if i not in out]
+
+
+@pytest.fixture(autouse=True)
+def shared_models_unchanged():
+    """After every test the shared handles hold what they held at load, or the test fails (and they are
+    put back, so that the next test starts clean)."""
+    yield
+    problems = [f"{g.handle.id} ({g.handle.dtype}): {p}" for g in GUARDS for p in g.check()]
+    if problems:
+        pytest.fail("the test changed a shared model (restored for the next test):\n" + "\n".join(problems[:20]),
+                    pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def smol():
     """The real default model (converted once into the cache by `./dev test`)."""
-    return load_default()
+    return guarded(load_default())
 
 
 @pytest.fixture(scope="session")
@@ -37,22 +83,23 @@ def untied():
 
     h = load_default()
     assert untie_embeddings(h) is True
-    return h
+    return guarded(h)
 
 
 @pytest.fixture(scope="session")
 def toy():
     import repedit
 
-    return repedit.load("toy:memorise")
+    return guarded(repedit.load("toy:memorise"))
 
 
 @pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory, smol):
+def tiny_dirs(tmp_path_factory):
+    """Tiny random models of every supported architecture, with the small tokenizer of tests/fixtures."""
     from tiny_models import ARCHS, save_tiny
 
     root = tmp_path_factory.mktemp("tiny")
-    return {arch: save_tiny(arch, root / arch, smol.tokenizer) for arch in ARCHS}
+    return {arch: save_tiny(arch, root / arch) for arch in ARCHS}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,7 +131,7 @@ def model_in(request):
             h = load_default(dtype)
             if untied:
                 assert untie_embeddings(h) is True
-            handles[(dtype, untied)] = h
+            handles[(dtype, untied)] = guarded(h)
         return handles[(dtype, untied)]
 
     return get

@@ -70,6 +70,7 @@ def test_conformance_toy(toy, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.fast
 def test_tiny_architectures(tiny_dirs, backend):
     for arch, path in tiny_dirs.items():
         h = repedit.models.load_hf(path)

@@ -18,6 +18,7 @@ FIX = Path(__file__).parent / "fixtures" / "benchmarks"
 AUTHORS = ("Liora Venkataraman-Holt", "Teodor Amsel Brandvik")
 
 
+@pytest.mark.fast
 def test_each_format_loads_with_its_own_fields():
     tofu = load_benchmark("tofu", FIX / "tofu")
     assert (len(tofu.forget), len(tofu.retain)) == (40, 20)
@@ -52,6 +53,7 @@ def test_each_format_loads_with_its_own_fields():
     assert zs.items["records"][0]["loc_ans"] == "Jane Austen"
 
 
+@pytest.mark.fast
 def test_parquet_and_json_lines_read_alike(tmp_path):
     pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     rows = [json.loads(line) for line in (FIX / "tofu" / "forget01.json").read_text().splitlines()]
@@ -61,6 +63,7 @@ def test_parquet_and_json_lines_read_alike(tmp_path):
     assert [f.subject for f in a.forget] == [f.subject for f in b.forget]
 
 
+@pytest.mark.fast
 def test_malformed_files_name_file_field_and_fix(tmp_path):
     bad = json.loads((FIX / "counterfact.json").read_text())[:2]
     del bad[1]["requested_rewrite"]["target_new"]
@@ -76,6 +79,7 @@ def test_malformed_files_name_file_field_and_fix(tmp_path):
         load_benchmark("counterfacts", FIX / "counterfact.json")
 
 
+@pytest.mark.fast
 def test_select_takes_every_fact_of_a_subject():
     tofu = load_benchmark("tofu", FIX / "tofu")
     forget, rest = tofu.select([AUTHORS[1]])
@@ -85,6 +89,7 @@ def test_select_takes_every_fact_of_a_subject():
         tofu.select(["Liora Venkataraman"])
 
 
+@pytest.mark.fast
 def test_rouge_membership_helpers_match_their_definitions():
     r = rouge_l(["the cat sat"], ["the cat sat on the mat"])
     assert r["recall"][0] == pytest.approx(0.5) and r["f1"][0] == pytest.approx(2 * 0.5 / 1.5)
@@ -97,6 +102,7 @@ def _recipe(extra: str, method: str = "rocr", bench: str = "") -> str:
             f'[[edit]]\nmethod = "{method}"\n')
 
 
+@pytest.mark.fast
 def test_recipe_schema_checks_the_benchmark():
     cf = f'format = "counterfact"\npath = "{FIX / "counterfact.json"}"'
     r = parse_recipe(_recipe('forget = ["Mount Fuji"]', bench=cf))

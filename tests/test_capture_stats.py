@@ -56,6 +56,7 @@ def test_streaming_moments_equal_batch_computation_on_real_activations(smol, tmp
     torch.testing.assert_close(a.merge(b).fit().second_moment, m.second_moment, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.fast
 def test_null_space_projector_is_a_projector_onto_low_variance_directions():
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(6, 6, generator=g))[0]
@@ -67,6 +68,7 @@ def test_null_space_projector_is_a_projector_onto_low_variance_directions():
     torch.testing.assert_close(p @ basis[:, 3], basis[:, 3], atol=1e-3, rtol=0)
 
 
+@pytest.mark.fast
 def test_fitter_rejects_bad_input():
     with pytest.raises(InputError):
         MomentFitter(0)

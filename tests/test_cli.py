@@ -2,11 +2,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "repedit.cli", *args], capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.fast
 def test_help_lists_every_verb():
     out = run("--help")
     assert out.returncode == 0
@@ -14,6 +17,7 @@ def test_help_lists_every_verb():
         assert verb in out.stdout
 
 
+@pytest.mark.fast
 def test_models_lists_packaged_models():
     out = run("models")
     assert out.returncode == 0 and "smollm2-135m" in out.stdout and "gemma3-270m" in out.stdout
@@ -27,6 +31,7 @@ def test_recall_cli_writes_json(tmp_path):
     assert set(json.loads(path.read_text())["forms"]) >= {"qa", "blank", "mc", "adversarial", "paraphrase"}
 
 
+@pytest.mark.fast
 def test_cli_reports_typed_errors_without_traceback():
     out = run("recall", "--suite", "capitols", "--limit", "1")
     assert out.returncode == 2
@@ -54,6 +59,7 @@ def test_edit_sae_align_exports_and_reports_knownness(tmp_path):
     assert bad.returncode == 2 and "France" in bad.stdout
 
 
+@pytest.mark.fast
 def test_every_registered_method_has_an_edit_command_with_every_config_field():
     import re
 
@@ -89,6 +95,7 @@ def test_registry_driven_edit_command_builds_the_method():
     assert bad.returncode == 2 and "France" in bad.stdout
 
 
+@pytest.mark.fast
 def test_presets_list_show_and_a_model_without_one(tiny_dirs):
     out = run("presets", "list")
     assert out.returncode == 0 and {"smollm2-135m", "gemma3-270m"} <= set(out.stdout.split())

@@ -119,6 +119,7 @@ def test_world_of_one_without_torchrun_is_the_plain_computation(smol, tmp_path, 
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5])
+@pytest.mark.fast
 def test_shard_then_unshard_restores_the_order(world):
     for n in range(0, 23):
         for unit in (1, 2, 4):

@@ -65,6 +65,7 @@ def test_an_edit_the_dtype_rounds_away_raises_and_changes_nothing(model_in):
         bf16.matrix("mlp_out", 20).param.copy_(w0[name])
 
 
+@pytest.mark.fast
 def test_sha256_reads_the_bytes_of_any_dtype():
     x = torch.linspace(-1, 1, 101, dtype=torch.float32, device="cpu")
     assert tensor_sha256(x) == hashlib.sha256(x.numpy().tobytes()).hexdigest()   # float32 hashes unchanged
@@ -90,6 +91,7 @@ def test_key_statistics_are_keyed_by_weights_dtype_and_corpus(model_in):
     assert stats_path(fp32, 5, 6000) == p5                            # the original weights again
 
 
+@pytest.mark.fast
 def test_the_device_trap_flags_factories_without_a_device_in_repedit_code_only(device_rule):
     inside = str(Path(repedit.__file__).parent / "pretend_module.py")      # code compiled as repedit's
     bad = compile("torch.zeros(3)", inside, "exec")

@@ -7,6 +7,10 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast      # no packaged model: the fast tier (./dev test -m fast)
+
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "repedit"
 TABLE = REPO / "docs" / "architecture.md"

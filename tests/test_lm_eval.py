@@ -151,6 +151,7 @@ def test_a_recipe_run_reports_lm_eval_before_and_after_each_edit(tmp_path, smol)
     assert saved["recipe"]["verify"]["lm_eval_include"] == str(FIXTURE.resolve())
 
 
+@pytest.mark.fast
 def test_no_tasks_measures_nothing():
     from repedit.recipes.measure import lm_eval_measure
 
@@ -164,6 +165,7 @@ def test_no_tasks_measures_nothing():
     ('lm_eval_tasks = [""]', "lm_eval_tasks", ["non-empty strings"]),
     (f'lm_eval_tasks = ["{TASK}"]\nlm_eval_limit = -1', "lm_eval_limit", ["lm_eval_limit must be >= 0"]),
 ])
+@pytest.mark.fast
 def test_invalid_lm_eval_keys_name_the_line_and_the_fix(tmp_path, verify, key, words):
     path = _recipe(tmp_path, verify)
     text = path.read_text()
@@ -176,6 +178,7 @@ def test_invalid_lm_eval_keys_name_the_line_and_the_fix(tmp_path, verify, key, w
         assert w in msg, msg
 
 
+@pytest.mark.fast
 def test_a_missing_include_folder_names_its_line(tmp_path):
     text = _recipe(tmp_path, f'lm_eval_tasks = ["{TASK}"]').read_text().replace("fixtures/lm_eval", "fixtures/nope")
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith("lm_eval_include"))
@@ -183,6 +186,7 @@ def test_a_missing_include_folder_names_its_line(tmp_path):
         parse_recipe(text, str(tmp_path / "cap.toml"))
 
 
+@pytest.mark.fast
 def test_compare_passes_the_lm_eval_options_through():
     from repedit.recipes.compare import compare_recipe
 

@@ -72,6 +72,7 @@ def test_knowledge_neurons_suppression_beats_random_neurons(smol, france):
     assert amp.target_drop < sup.target_drop
 
 
+@pytest.mark.fast
 def test_refinement_adjusts_share_until_two_to_five_remain():
     sets = [{(0, 0), (0, 1), (0, 2)}, {(0, 0), (3, 3)}, {(0, 0), (0, 1), (4, 4)}]
     kept, p = _refine(sets)
@@ -113,6 +114,7 @@ def test_integrated_gradients_last_token_path_equals_full_prompts(smol, monkeypa
     torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.fast
 def test_integrated_gradients_last_token_path_on_every_architecture(tiny_dirs, monkeypatch):
     import repedit
     from repedit.locate import knowledge_neurons as kn

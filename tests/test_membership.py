@@ -78,6 +78,7 @@ def test_scores_match_a_direct_computation(toy, sets):
     assert set(got) == set(SCORES)
 
 
+@pytest.mark.fast
 def test_auc_ranks_and_ties():
     assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0
     assert auc([1.0], [1.0]) == 0.5

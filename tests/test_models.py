@@ -22,12 +22,14 @@ def test_handle_exposes_writable_matrices(smol):
 
 
 @pytest.mark.parametrize("bad", ["smolm2-135m", "no-such-model"])
+@pytest.mark.fast
 def test_unknown_packaged_id_names_close_matches(bad):
     with pytest.raises(ModelNotFoundError) as err:
         repedit.load(bad)
     assert "smollm2-135m" in str(err.value)
 
 
+@pytest.mark.fast
 def test_missing_hub_model_offline_says_how_to_get_it():
     with pytest.raises(ModelNotFoundError) as err:
         repedit.load("someorg/definitely-not-cached-model")
@@ -35,6 +37,7 @@ def test_missing_hub_model_offline_says_how_to_get_it():
     assert "HF_HUB_OFFLINE" in msg and "download" in msg
 
 
+@pytest.mark.fast
 def test_missing_local_path_and_empty_id():
     with pytest.raises(ModelNotFoundError):
         repedit.load("./no/such/dir")
@@ -43,6 +46,7 @@ def test_missing_local_path_and_empty_id():
     assert issubclass(ModelNotFoundError, ReprEditError) and issubclass(ModelNotFoundError, FileNotFoundError)
 
 
+@pytest.mark.fast
 def test_local_directory_loads_any_supported_architecture(tiny_dirs):
     for arch, path in tiny_dirs.items():
         h = repedit.models.load_hf(path)

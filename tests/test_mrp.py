@@ -124,6 +124,7 @@ def test_packed_answer_scores_equal_padded_fact_batches(untied, max_tokens):
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4 * float(g_ref.abs().max()))
 
 
+@pytest.mark.fast
 def test_packed_answer_scores_on_every_architecture(tiny_dirs, monkeypatch):
     import repedit
     from repedit.forward import packed as packed_module

@@ -7,6 +7,7 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
+@pytest.mark.fast
 def test_the_five_tours_exist():
     assert [p.stem.split("-", 1)[1] for p in NOTEBOOKS] == ["tour", "locate", "edit-and-verify",
                                                             "memorisation-signature", "export"]

@@ -20,6 +20,8 @@ from repedit.recipes.schema import Recipe, parse_recipe
 from repedit.suites.pools import load_pool
 from repedit.suites.user import POOL_KEYS, RECORD_KEYS, load_facts, read_pool_records
 
+pytestmark = pytest.mark.fast      # no packaged model: the fast tier (./dev test -m fast)
+
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large, HealthCheck.large_base_example])

@@ -27,6 +27,7 @@ SMOL = {ROCRConfig: ("layers", (4, 5, 6)), SAEAlignConfig: ("layers", (8, 12, 13
         SAETrainConfig: ("layer", 15)}
 
 
+@pytest.mark.fast
 def test_smollm2_preset_resolves_to_the_defaults_before_presets():
     p = preset_for("smollm2-135m")
     for cls, (name, value) in SMOL.items():
@@ -36,6 +37,7 @@ def test_smollm2_preset_resolves_to_the_defaults_before_presets():
     assert p.rule("rocr", "layers") and p.provenance["command"]
 
 
+@pytest.mark.fast
 def test_an_explicit_value_wins_and_needs_no_preset():
     cfg = resolve_config(ROCRConfig(layers=(7, 8, 9), stats_tokens=2000), "smollm2-135m")
     assert cfg.layers == (7, 8, 9) and cfg.stats_tokens == 2000
@@ -48,6 +50,7 @@ def test_an_explicit_value_wins_and_needs_no_preset():
         ROCRConfig(layers=(6, 5))
 
 
+@pytest.mark.fast
 def test_a_model_without_a_preset_raises_a_typed_error_naming_the_command(tiny_dirs):
     import repedit
 
@@ -61,6 +64,7 @@ def test_a_model_without_a_preset_raises_a_typed_error_naming_the_command(tiny_d
     assert resolve_config(MRPConfig(layer=1), tiny).layer == 1
 
 
+@pytest.mark.fast
 def test_a_preset_for_another_architecture_is_refused(tiny_dirs, tmp_path, monkeypatch):
     import repedit
     from repedit.models.presets import file_name
@@ -94,6 +98,7 @@ def test_an_sae_of_another_model_or_width_is_refused_by_name(smol):
         check_sae(sae, SimpleNamespace(id="x", d_model=640), check_model=False)
 
 
+@pytest.mark.fast
 def test_gemma_preset_has_no_sae_and_sae_align_says_how_to_train_one():
     p = preset_for("gemma3-270m")
     assert (p.n_layers, p.d_model) == (18, 640) and p.sae is None and p.sae_align_layers is None
@@ -105,6 +110,7 @@ def test_gemma_preset_has_no_sae_and_sae_align_says_how_to_train_one():
 
 
 @pytest.mark.parametrize("path", sorted(presets_dir().glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.fast
 def test_every_shipped_preset_is_valid_and_says_how_each_value_was_chosen(path):
     raw = json.loads(path.read_text())
     p = Preset.from_dict(raw, path)
@@ -128,6 +134,7 @@ def test_every_shipped_preset_is_valid_and_says_how_each_value_was_chosen(path):
     assert sig["depths"][max(range(len(sig["gap"])), key=sig["gap"].__getitem__)] == p.pga_depth
 
 
+@pytest.mark.fast
 def test_the_rules_reproduce_smollm2_from_its_committed_sweeps(tmp_path):
     shipped = preset_for("smollm2-135m")
     arch = {"n_layers": 30, "d_model": 576, "d_mlp": 1536}

@@ -47,6 +47,7 @@ def test_leave_one_group_out(country_vs_element):
     assert len(probe.fold_accuracies) == 6 and probe.cv_accuracy >= 0.9
 
 
+@pytest.mark.fast
 def test_probe_input_errors():
     x = torch.randn(10, 4)
     with pytest.raises(InputError):

@@ -24,6 +24,7 @@ def caps():
     return {f.subject: f for f in load_suite("capitals")}
 
 
+@pytest.mark.fast
 def test_schemes_round_to_their_grid_and_name_the_valid_ones():
     w = torch.randn(8, 256, generator=torch.Generator(device="cpu").manual_seed(0), device="cpu")
     for name in ("int8", "int4-g32", "int4-g128", *GGUF_SCHEMES):
@@ -100,6 +101,7 @@ def test_weight_diff_names_an_unprotected_rank_one_edit_and_decoys_hide_it_from_
     assert found[(8, 9)] == 0, found                                      # a reader of 9 directions finds it again
 
 
+@pytest.mark.fast
 def test_bfloat16_weights_quantise_in_float32_and_come_back_as_bfloat16():
     w = torch.randn(4, 128, generator=torch.Generator(device="cpu").manual_seed(1), device="cpu").to(torch.bfloat16)
     for name in ("int8", "int4-g32", "gguf-q4_1"):

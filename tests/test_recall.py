@@ -14,6 +14,7 @@ def capitals_recall(smol):
     return recall(smol, load_suite("capitals", limit=12), progress=False)
 
 
+@pytest.mark.fast
 def test_suites_have_five_forms_and_provenance():
     for name in ("capitals", "currencies", "state-capitals", "elements", "unknown-entities"):
         facts = load_suite(name)
@@ -66,6 +67,7 @@ def test_perplexity_equals_hugging_face_loss_per_document(smol):
     assert abs(got - math.exp(nll / count)) <= 1e-5 * got, (got, math.exp(nll / count))
 
 
+@pytest.mark.fast
 def test_bad_inputs():
     with pytest.raises(SuiteNotFoundError) as err:
         load_suite("capitols")

@@ -34,6 +34,7 @@ HEAD = '[run]\nname = "t"\n[targets]\nforget = ["France", "Japan"]\n'
     ('[run]\nname = "a b"\n', 2, ["letters, digits"]),
     ('[run\nname = "t"\n', None, ["not valid TOML", "line 1"]),
 ])
+@pytest.mark.fast
 def test_invalid_recipes_name_the_line_and_the_fix(text, line, words):
     with pytest.raises(RecipeError) as err:
         parse_recipe(text, "r.toml")
@@ -43,6 +44,7 @@ def test_invalid_recipes_name_the_line_and_the_fix(text, line, words):
         assert w in msg, msg
 
 
+@pytest.mark.fast
 def test_shipped_recipes_validate_and_every_method_has_a_valid_default():
     shipped = sorted((ROOT / "recipes").glob("*.toml"))
     assert shipped
@@ -118,6 +120,7 @@ def test_a_run_writes_its_directory_reverts_and_reproduces(tmp_path, smol):
         run_recipe(_tiny(tmp_path), tmp_path / "run", echo=None)
 
 
+@pytest.mark.fast
 def test_the_time_ratio_is_to_the_fastest_baseline_reaching_the_level():
     """A tracked baseline counts its training seconds up to the first step at the level; an untracked one
     counts only if its end point reaches it; one that never reaches it is not a peer."""
@@ -146,6 +149,7 @@ def test_the_time_ratio_is_to_the_fastest_baseline_reaching_the_level():
 
 
 @pytest.mark.parametrize("quick", [False, True])
+@pytest.mark.fast
 def test_compare_builds_a_valid_recipe_of_every_fact_method(quick):
     from repedit.recipes.compare import FACT_METHODS, compare_recipe
 

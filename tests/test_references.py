@@ -14,6 +14,8 @@ from repedit.suites.references import (
     references,
 )
 
+pytestmark = pytest.mark.fast      # no packaged model: the fast tier (./dev test -m fast)
+
 GIVEN = [f"Zyx Person {i}" for i in range(14)]
 
 

@@ -60,6 +60,7 @@ def test_perturbations_change_only_the_allowed_positions(toy, sets, config):
 
 @pytest.mark.parametrize("bad", [dict(n_perturbations=0), dict(n_changed=0), dict(neighbours=0), dict(start=0),
                                  dict(stop=3, n_changed=3), dict(batch_size=0), dict(n_perturbations=2.5)])
+@pytest.mark.fast
 def test_config_is_validated(bad):
     with pytest.raises(ConfigError):
         RemindConfig(**bad)

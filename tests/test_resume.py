@@ -132,6 +132,7 @@ def test_resuming_a_finished_run_recomputes_nothing(runs, monkeypatch):
     assert [r["stage"] for r in _journal(killed)][-6:] == ["resume", *["restored"] * 4, "report"]
 
 
+@pytest.mark.fast
 def test_resume_refuses_a_directory_without_state_or_another_recipe(tmp_path):
     from repedit.recipes.runner import resume_run, run_recipe
 
@@ -150,6 +151,7 @@ def test_resume_refuses_a_directory_without_state_or_another_recipe(tmp_path):
         resume_run(tmp_path / "run", echo=None)          # the source "r.toml" does not exist
 
 
+@pytest.mark.fast
 def test_targets_round_trip_through_json(tmp_path):
     """The resolved targets a resumed run rebuilds equal the live ones (facts, references, texts)."""
     from repedit.recipes.measure import Resolved, knownness_references
@@ -171,6 +173,7 @@ def test_targets_round_trip_through_json(tmp_path):
         assert r.knownness is None and r.to_dict() == live.to_dict()       # the probe is refitted, not saved
 
 
+@pytest.mark.fast
 def test_a_compare_run_keeps_its_recipe_from_the_start(tmp_path):
     """`repedit compare` builds its recipe from options: the run directory holds it before any work, so a
     killed compare resumes with `repedit run --resume DIR`."""

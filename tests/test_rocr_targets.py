@@ -17,6 +17,7 @@ CFG = ROCRConfig(stats_tokens=6_000)
 FREE = ("blank", "paraphrase", "adversarial")
 
 
+@pytest.mark.fast
 def test_redirects_follow_the_fact_then_the_strategy():
     caps = load_suite("capitals", limit=3)
     people = load_suite("people-occupations", limit=3)

@@ -215,3 +215,49 @@ def test_knownness_features_packed_equal_captured(model_in, dtype):
         want = entity_features(h, model_sae, texts, site)
         assert got.shape == want.shape == (len(texts), want.shape[1])
         assert float((got.float() - want.float()).abs().max()) <= tol * float(want.float().abs().max())
+
+
+def test_shared_references_are_keyed_by_content_never_by_identity(smol):
+    """What the targets of one build share (`SharedReferences`) is keyed by the content of the SAE and of the
+    model's weights: a reloaded copy of the same SAE shares the reference codes (they run once, and the edit is
+    the one an unshared call builds); changed model weights, or the same SAE object after a write to its
+    weights, share nothing (its codes are its own, as a fresh computation gives them)."""
+    from repedit.edits.sae_align import _mean_codes, _templates
+    from repedit.edits.sae_shared import SharedReferences
+    from repedit.forward.weights import holding
+
+    sae, copy = load_sae(SAE_DIR), load_sae(SAE_DIR)
+    site = smol.check_site(sae_site(sae))
+    key = SharedReferences.of(smol, sae, site)
+    assert SharedReferences.of(smol, copy, site) == key and hash(SharedReferences.of(smol, copy, site)) == hash(key)
+    name = "model.layers.3.mlp.down_proj.weight"
+    with holding(smol, {name: dict(smol.model.named_parameters())[name] + 1e-3}):
+        assert SharedReferences.of(smol, sae, site) != key                # other weights below the SAE's layer
+    assert SharedReferences.of(smol, sae, site) == key                    # the bytes back: the same key
+
+    cfg = SAEAlignConfig(layers=(14,), steps=1, frames=FRAMES[:1], forms=(), n_reference=5, n_retain=0,
+                         lm_texts=0, sink_dims=0)
+    known, unknown = list(KNOWN[:5]), unknown_entities()[:5]
+    shared: dict = {}
+    first = sae_align(smol, sae, TARGET, known, unknown, config=cfg, shared=shared)
+    (refs,) = shared
+    codes = dict(refs.codes)
+    assert len(codes) == len(known) + len(unknown)                       # one template × ten entities
+    again = sae_align(smol, copy, TARGET, known, unknown, config=cfg, shared=shared)
+    assert list(shared) == [refs] and refs.codes.keys() == codes.keys()
+    assert all(refs.codes[k] is v for k, v in codes.items())              # nothing recomputed
+    alone = sae_align(smol, copy, TARGET, known, unknown, config=cfg)   # no sharing: the same edit
+    for e in (again, alone):
+        assert all(torch.equal(a.u, b.u) and torch.equal(a.v, b.v) for a, b in zip(first.deltas, e.deltas))
+    with torch.no_grad():
+        copy.b_enc += 1.0                                                 # the same object, other weights
+    sae_align(smol, copy, TARGET, known, unknown, config=cfg, shared=shared)
+    assert len(shared) == 2
+    new = next(r for r in shared if r is not refs)
+    assert new.sae != refs.sae and new.weights == refs.weights and new.codes.keys() == codes.keys()
+    assert not any(torch.equal(new.codes[k], v) for k, v in codes.items())
+    fresh: dict = {}
+    with torch.no_grad():                                                 # as sae_align runs them: known, unknown
+        for names in (known, unknown):
+            _mean_codes(smol, copy, site, _templates(smol, None, cfg), names, fresh)
+    assert fresh.keys() == new.codes.keys() and all(torch.equal(fresh[k], new.codes[k]) for k in fresh)

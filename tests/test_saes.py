@@ -20,6 +20,7 @@ def sae():
     return load_sae(SAE_DIR)
 
 
+@pytest.mark.fast
 def test_shipped_sae_is_small_and_in_sae_lens_format(sae):
     cfg = json.loads((SAE_DIR / "cfg.json").read_text())
     assert cfg["d_in"] == 576 and cfg["metadata"]["hook_name"] == "blocks.15.hook_resid_post"
@@ -52,6 +53,7 @@ def test_concept_latents_prefer_the_concept(smol, sae):
     assert loc.features[0].target > loc.features[0].control + 0.1
 
 
+@pytest.mark.fast
 def test_missing_sae_is_a_typed_error():
     with pytest.raises(ModelNotFoundError):
         load_sae("saes/no-such-sae")

@@ -25,6 +25,7 @@ def _blobs(seed=0, groups=6, per=16, d=40):
     return X, y, np.repeat(np.arange(groups), per)
 
 
+@pytest.mark.fast
 def test_closed_form_loo_equals_naive_refit():
     X, y, g = _blobs()
     Xs = standardise(X)
@@ -41,6 +42,7 @@ def test_closed_form_loo_equals_naive_refit():
                                naive_ridge_group_loo(Xw, 2.0 * yw - 1, gw, alpha=0.5), atol=1e-7)
 
 
+@pytest.mark.fast
 def test_warm_started_logistic_matches_cold_refit():
     X, y, g = _blobs(seed=2)
     warm = logistic_group_loo(standardise(X), y, g, warm=True, tol=1e-10)
@@ -48,6 +50,7 @@ def test_warm_started_logistic_matches_cold_refit():
     np.testing.assert_allclose(warm, cold, atol=1e-5)
 
 
+@pytest.mark.fast
 def test_loo_input_validation():
     X, y, g = _blobs()
     with pytest.raises(InputError):
@@ -60,6 +63,7 @@ def test_loo_input_validation():
         ridge_group_loo(bad, y, g)
 
 
+@pytest.mark.fast
 def test_pool_validation_and_errors():
     with pytest.raises(SuiteNotFoundError, match="natural"):
         load_pool("naturall")

@@ -4,6 +4,7 @@ from repedit import Site, SiteNotFoundError
 from repedit.sites import Point, layout_for
 
 
+@pytest.mark.fast
 def test_parse_forms():
     assert Site.parse("resid_post.12") == Site(12, Point.RESID_POST)
     assert Site.parse("12.mlp_hidden", position=None) == Site(12, "mlp_hidden", None)
@@ -11,6 +12,7 @@ def test_parse_forms():
     assert Site.parse("blocks.0.hook_resid_pre") == Site(0, Point.RESID_PRE)
 
 
+@pytest.mark.fast
 def test_bad_point_lists_close_matches():
     with pytest.raises(SiteNotFoundError) as err:
         Site(3, "resid_psot")
@@ -30,6 +32,7 @@ def test_bad_layer_and_unknown_architecture(smol):
     assert "llama" in str(err.value)
 
 
+@pytest.mark.fast
 def test_matrix_orientation_per_architecture(tiny_dirs):
     import repedit
 

@@ -1,11 +1,14 @@
 """Large saved copies go to a temporary file and come back bit for bit (the relearning attack's whole-model
 restore no longer holds a second model in memory)."""
 
+import pytest
 import torch
 
 from repedit.fit.training import training_only
 from repedit.forward import spill
 from repedit.forward.spill import Spilled, saved_copy
+
+pytestmark = pytest.mark.fast      # no packaged model: the fast tier (./dev test -m fast)
 
 
 def test_spilled_tensors_come_back_bit_for_bit():

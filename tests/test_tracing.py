@@ -84,6 +84,7 @@ def test_subject_span_is_robust_and_a_missing_subject_is_an_input_error(smol):
         causal_trace(smol, PROMPT, ANSWER, SUBJECT, kinds=("mlp_hidden",), layers=(29,))
 
 
+@pytest.mark.fast
 def test_window_rule():
     assert default_window(48) == 10 and default_window(30) == 6 and default_window(2) == 1
     assert window_layers(0, 6, 30) == range(0, 3) and window_layers(29, 6, 30) == range(26, 30)

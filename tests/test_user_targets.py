@@ -13,6 +13,8 @@ from repedit.suites import FORMS, facts_from_records, forms_missing_subject, loa
 from repedit.suites.build import ADVERSARIAL_PREFIX
 from repedit.suites.pools import load_pool, pool_from_records
 
+pytestmark = pytest.mark.fast      # no packaged model: the fast tier (./dev test -m fast)
+
 ROOT = Path(__file__).resolve().parents[1]
 CITIES = [("Eiffel Tower", "Paris"), ("Colosseum", "Rome"), ("Big Ben", "London"), ("Brandenburg Gate", "Berlin"),
           ("Kremlin", "Moscow"), ("Acropolis", "Athens")]

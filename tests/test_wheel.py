@@ -81,6 +81,7 @@ def test_the_checkout_editable_install_stays_invisible(installed, tmp_path):
 
 # ---- data resolution (repedit.data), without building anything -------------------------------------------
 
+@pytest.mark.fast
 def test_settings_that_name_no_folder_are_errors_naming_them(monkeypatch, tmp_path):
     from repedit.data import DataNotFoundError
     from repedit.suites import load_suite, probes_dir
@@ -96,6 +97,7 @@ def test_settings_that_name_no_folder_are_errors_naming_them(monkeypatch, tmp_pa
         probes_dir()
 
 
+@pytest.mark.fast
 def test_relative_sae_names_resolve_outside_the_checkout(monkeypatch, tmp_path):
     from repedit.data import data_dirs, find_sae, resolve_sae
     from repedit.errors import ModelNotFoundError

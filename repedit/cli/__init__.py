@@ -9,6 +9,7 @@ distributed (stats, measure under torchrun).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import typer
 
@@ -25,10 +26,18 @@ from repedit.cli import (
     run,
     verify,
 )
-from repedit.cli.common import console
+from repedit.cli.exits import DEBUG_ENV, report, set_debug
 
 app = typer.Typer(help="repedit: locate, edit, attack, verify and export representations in language models.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback "
+                                     f"(also {DEBUG_ENV}=1)")) -> None:
+    """repedit: locate, edit, attack, verify and export representations in language models."""
+    set_debug(debug)
+
 
 models.register(app)
 demo.register(app)
@@ -44,25 +53,21 @@ run.register(app)
 certify.register(app)
 
 
-def main() -> None:
-    """Console-script entry: offline by default, typed errors printed without a traceback."""
-    from repedit.errors import ReprEditError
-
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry (`argv`: the arguments, default sys.argv[1:]): offline by default; exits 0 on
+    success, 2 on a typed or usage error, 1 on any other error, 130 on Ctrl-C, each with one line and no
+    traceback unless --debug (see repedit.cli.exits)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    set_debug(False)
     try:
-        code = app(standalone_mode=False)      # without standalone mode click returns typer.Exit's code
-    except ReprEditError as exc:
-        console.print(f"[red]error ({type(exc).__name__}):[/] {exc}")
-        raise SystemExit(2) from None
-    except (typer.Exit, typer.Abort) as exc:
-        raise SystemExit(getattr(exc, "exit_code", 1)) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
+        code = app(args=None if argv is None else list(argv), prog_name=None if argv is None else "repedit",
+                   standalone_mode=False)      # without standalone mode click returns typer.Exit's code
+    except SystemExit:
         raise
+    except (Exception, KeyboardInterrupt) as exc:
+        raise SystemExit(report(exc)) from None
+    finally:
+        set_debug(False)
     if isinstance(code, int) and code:
         raise SystemExit(code)
 

@@ -36,7 +36,7 @@ def score(fmt: str = FORMAT, path: Path = PATH, model: str = typer.Option("smoll
           split: str = typer.Option("", help="TOFU: forget01/05/10"), limit: int = typer.Option(None),
           out: Path = typer.Option(None, help="write the numbers here (JSON; a recipe's benchmark reference)"),
           dtype: str = typer.Option("float32")):
-    """The benchmark's own metrics on a model; `--out` writes them for [targets.benchmark] reference."""
+    """The benchmark's own metrics on a model; `--out` writes them for \\[targets.benchmark] reference."""
     import torch
 
     from repedit import load
@@ -48,5 +48,8 @@ def score(fmt: str = FORMAT, path: Path = PATH, model: str = typer.Option("smoll
     metrics = {"model": h.id, **score_benchmark(h, b)}
     console.print_json(json.dumps(headline(metrics)))
     if out:
-        out.write_text(json.dumps({"benchmark": metrics, "files": b.to_dict()}, indent=1, default=float))
+        from repedit.formats import stamped
+
+        score = stamped("benchmark-score", {"benchmark": metrics, "files": b.to_dict()})
+        out.write_text(json.dumps(score, indent=1, default=float))
         console.print(f"wrote {out}")

@@ -3,12 +3,34 @@ RUN_DIR` (write the certificate and model card of a run's export)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from repedit.errors import InputError
+
+
+def readable_export(directory: Path) -> None:
+    """InputError for what is no export at all (no such path, a file, a missing or unreadable manifest.json
+    or verification.json): the checks of `verify_export` start from two JSON objects."""
+    import json
+
+    fix = "give an export directory (the --out of `repedit edit`, or RUN_DIR/export), which holds manifest.json"
+    if not directory.exists():
+        raise InputError(f"{directory}: no such folder; {fix}")
+    if not directory.is_dir():
+        raise InputError(f"{directory} is a file, not a folder; {fix}")
+    for name in ("manifest.json", "verification.json"):
+        path = directory / name
+        if not path.is_file():
+            raise InputError(f"{directory} is not a certified repedit export (no {name}); {fix} and verification.json "
+                             "(`repedit certify RUN_DIR` writes it)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:             # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise InputError(f"{path} is not valid JSON ({exc}); it was edited by hand or is no repedit file") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path} holds a JSON {type(data).__name__}, not an object: it is no repedit {name}")
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +45,7 @@ def register(app: typer.Typer) -> None:
         after and before the edit); exit 1 with one line per mismatch."""
         from repedit.export.certificate import verify_export
 
+        readable_export(directory)
         res = verify_export(directory, recompute=recompute, device_map={"": device} if device else None)
         for note in res.notes:
             typer.echo(f"note: {note}")
@@ -41,10 +64,9 @@ def register(app: typer.Typer) -> None:
         """Write verification.json and the model card README.md into RUN_DIR/export (facts rebuilt from the
         recipe's suite)."""
         from repedit.export.certificate import certify_run
+        from repedit.recipes.report import read_report
 
-        if not (run_dir / "report.json").exists():
-            raise InputError(f"{run_dir} has no report.json; run a recipe first (`repedit run RECIPE`)")
-        cert = certify_run(run_dir, json.loads((run_dir / "report.json").read_text()))
+        cert = certify_run(run_dir, read_report(run_dir))
         if cert is None:
             raise InputError(f"{run_dir} has no export; add [export] edit = \"<edit name>\" to the recipe and rerun")
         typer.echo(f"wrote {cert.verification} and {cert.card} ({cert.seconds}s)")

@@ -1,4 +1,7 @@
-"""Helpers shared by the command modules: the console, list parsing, JSON output, show-and-export."""
+"""Helpers shared by the command modules: the console, list parsing, JSON output, show-and-export.
+
+The console never reads rich markup or emoji codes: every message may carry user text (subjects, paths,
+model ids, exception text), printed as given. Style a literal part with `rich.text.Text` (`styled`)."""
 
 from __future__ import annotations
 
@@ -7,10 +10,18 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from repedit.errors import InputError
+from repedit.errors import InputError, close_matches
 
-console = Console()
+
+def make_console(**kw) -> Console:
+    """A console that prints text as given: no markup, no emoji codes, no re-wrapping of long lines
+    (tables still fit the width). `kw`: more `Console` settings (width, stderr)."""
+    return Console(markup=False, emoji=False, soft_wrap=True, **kw)
+
+
+console = make_console()
 FORMS = ("qa", "blank", "paraphrase", "adversarial")
 
 
@@ -27,7 +38,23 @@ def names(spec: str | None) -> list[str]:
     return [s.strip() for s in (spec or "").split(",") if s.strip()]
 
 
+def styled(label: str, style: str, rest: str = "") -> Text:
+    """`label` in `style`, then `rest` plain: a message with a coloured lead and user text after it."""
+    return Text.assemble((label, style), rest)
+
+
+def check_subjects(suite: str, subjects: list[str]) -> None:
+    """Every one of `subjects` is a subject of `suite` (reads the suite file only: no model)."""
+    from repedit.suites import load_suite
+
+    known = {f.subject for f in load_suite(suite)}
+    for s in subjects:
+        if s not in known:
+            raise InputError(f"{s!r} is not a subject of suite {suite!r} (close: {close_matches(s, known, 3)})")
+
+
 def write_json(path: Path | None, payload: dict) -> None:
+    """Write `payload` as JSON to `path` (nothing when None)."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2))
@@ -44,6 +71,7 @@ def facts_about(suite: str | None, subjects: list[str]) -> list:
 
 
 def facts_or_fail(suite: str, subjects: list[str]) -> list:
+    """The facts of `suite` about `subjects`; InputError when one subject has none."""
     facts = facts_about(suite, subjects)
     missing = sorted(set(subjects) - {f.subject for f in facts})
     if missing or not facts:
@@ -52,6 +80,7 @@ def facts_or_fail(suite: str, subjects: list[str]) -> list:
 
 
 def refuse_existing(out: Path | None, force: bool) -> None:
+    """InputError when `out` exists and --force was not given."""
     if out is not None and out.exists() and not force:
         raise InputError(f"{out} exists; pass --force to replace it")
 
@@ -82,6 +111,7 @@ def show_and_export(handle, edits, facts, out: Path | None, force: bool) -> None
 
 
 def export_stack(handle, stack, out: Path | None, force: bool) -> None:
+    """Export `stack` to `out` (nothing when None) and print where and how close the reload is."""
     if out is not None:
         from repedit.export.directory import export
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from repedit.cli.common import console
+from repedit.cli.common import console, styled
 
 RECIPE = """# written by `repedit demo`: rerun with `repedit run {out}/recipe.toml --force`
 [run]
@@ -77,22 +77,22 @@ def run_demo(model: str = "smollm2-135m", out: Path = Path("runs/demo"), subject
     handle = load(model)
     fact = _pick(handle, subject)
     blank = fact.forms["blank"]["prompt"]
-    console.print(f"[bold]1. pick[/] {handle.id} ({handle.n_layers} layers): {blank!r} → {fact.answer!r}")
+    console.print(styled("1. pick", "bold", f" {handle.id} ({handle.n_layers} layers): {blank!r} → {fact.answer!r}"))
 
     trace = causal_trace(handle, blank, fact.answer, fact.subject, samples=3)
     (out / "trace.json").write_text(json.dumps(trace.to_dict()))
     png = trace_heatmap(trace, out / "trace.png")
     subj = peak(trace, "resid", at="last subject token")
     last = peak(trace, "resid", at="last token")
-    console.print(f"[bold]2. locate[/] causal trace (subject embeddings noised: p {trace.clean:.3f} → "
+    console.print(styled("2. locate", "bold", f" causal trace (subject embeddings noised: p {trace.clean:.3f} → "
                   f"{trace.corrupted:.3f}): restoring the residual at the subject's last token brings back "
                   f"{subj.recovery:.0%} of what the noise took at layer {subj.layer}; at the last token, layer "
-                  f"{last.layer} ({png})")
+                  f"{last.layer} ({png})"))
 
     text = RECIPE.format(model=model, subject=json.dumps(fact.subject), out=out)
     (out / "recipe.toml").write_text(text)
-    console.print("[bold]3. edit, verify, attack, export[/] (ROCR at the model's preset layers; recipe "
-                  f"{out / 'recipe.toml'})")
+    console.print(styled("3. edit, verify, attack, export", "bold", " (ROCR at the model's preset layers; recipe "
+                         f"{out / 'recipe.toml'})"))
     result = run_recipe(parse_recipe(text, str(out / "recipe.toml")), out / "run", force=True,
                         echo=lambda m: console.print(f"   {m}"), command=f"repedit run {out / 'recipe.toml'}")
     rep = result.report
@@ -120,9 +120,10 @@ def run_demo(model: str = "smollm2-135m", out: Path = Path("runs/demo"), subject
     plain = AutoModelForCausalLM.from_pretrained(export_dir)
     tok = AutoTokenizer.from_pretrained(export_dir)
     edited, original = _greedy(plain, tok, blank), _greedy(handle.model, handle.tokenizer, blank)
-    console.print(f"[bold]4. reload[/] {export_dir} in plain transformers (no repedit code): "
-                  f"{blank!r} → {edited!r} (original: {original!r})")
-    console.print(f"[bold]5. report[/] {result.dir / 'report.html'}  ·  demo done in {time.perf_counter() - t0:.0f}s")
+    console.print(styled("4. reload", "bold", f" {export_dir} in plain transformers (no repedit code): "
+                         f"{blank!r} → {edited!r} (original: {original!r})"))
+    console.print(styled("5. report", "bold", f" {result.dir / 'report.html'}  ·  demo done in "
+                         f"{time.perf_counter() - t0:.0f}s"))
     return result.dir
 
 

@@ -41,14 +41,15 @@ def rocr_cmd(target: str = typer.Option(..., help="concept to redirect, e.g. Fra
     from repedit.edits.rocr import ROCR
     from repedit.methods import rocr_redirects
 
+    refuse_existing(out, force)                    # the checks that need no model come before loading it
     cfg = ROCRConfig(**overrides)
+    facts = facts_about(suite, [target])
+    if redirect_to is None and cfg.redirect != "refusal" and not facts:
+        raise InputError(f"{target!r} is not a subject of suite {suite!r}: give --redirect-to (a harmless "
+                         "concept) or --redirect refusal")
     handle = load(model)
     rocr = ROCR(handle, cfg, progress=True)
-    facts = facts_about(suite, [target])
     if redirect_to is None and cfg.redirect != "refusal":
-        if not facts:
-            raise InputError(f"{target!r} is not a subject of suite {suite!r}: give --redirect-to (a harmless "
-                             "concept) or --redirect refusal")
         redirect_to = rocr_redirects(facts[:1], cfg.redirect)[0]
     show_and_export(handle, rocr.edit(target, redirect_to, fact=facts[0] if facts else None), facts, out, force)
 
@@ -63,9 +64,13 @@ def value_vectors_cmd(layer: int = typer.Option(...), columns: str = typer.Optio
     from repedit import load
     from repedit.edits.ablate import value_vector_edit
 
+    refuse_existing(out, force)
+    cols, facts = ints(columns), facts_about(suite, [subject] if subject else [])
+    if mode not in ("zero", "noise"):
+        raise InputError(f"--mode must be zero or noise, got {mode!r}")
     handle = load(model)
-    edit = value_vector_edit(handle, layer, ints(columns), mode=mode, noise_std=noise_std)
-    show_and_export(handle, edit, facts_about(suite, [subject] if subject else []), out, force)
+    edit = value_vector_edit(handle, layer, cols, mode=mode, noise_std=noise_std)
+    show_and_export(handle, edit, facts, out, force)
 
 
 @app.command("neurons")
@@ -77,7 +82,7 @@ def neurons_cmd(neurons: str = typer.Option(..., help="layer:unit pairs, e.g. 21
     from repedit import load
     from repedit.edits.ablate import neuron_edit
 
-    handle = load(model)
+    refuse_existing(out, force)
     groups: dict[int, list[int]] = {}
     for pair in neurons.split(","):
         try:
@@ -85,8 +90,10 @@ def neurons_cmd(neurons: str = typer.Option(..., help="layer:unit pairs, e.g. 21
         except ValueError:
             raise InputError(f"neurons are layer:unit pairs, got {pair!r}") from None
         groups.setdefault(layer, []).append(unit)
+    facts = facts_about(suite, [subject] if subject else [])
+    handle = load(model)
     edit = neuron_edit(handle, groups, factor=factor)
-    show_and_export(handle, edit, facts_about(suite, [subject] if subject else []), out, force)
+    show_and_export(handle, edit, facts, out, force)
 
 
 def register_export(root: typer.Typer) -> None:
@@ -134,10 +141,11 @@ def pga_cmd(method: str = typer.Option("pga", help="pga | md | adversarial | tra
         raise InputError(f"--method must be pga, md, adversarial or trained, got {method!r}")
     refuse_existing(out, force)
     cfg = PGAConfig(**overrides)
+    candidates = load_pool(pools)                  # before the model: a bad --pools costs no load
     handle = load(model)
     cfg = resolve_config(cfg, handle)
     depth = cfg.depth
-    pool, _ = screened(handle, load_pool(pools))
+    pool, _ = screened(handle, candidates)
     ctx = CONTEXTS[:contexts]
     feats = pool_features(handle, pool, contexts=ctx, depths=[depth], progress=False)
 
@@ -185,9 +193,9 @@ def mrp_cmd(forget: str = typer.Option(..., help="comma-separated subjects per t
 
     refuse_existing(out, force)
     cfg = MRPConfig(**overrides)
-    handle = load(model)
     tasks = [facts_or_fail(suite, [s.strip() for s in group.split(",") if s.strip()]) for group in forget.split(";")]
     keep = facts_or_fail(suite, [s.strip() for s in retain.split(",") if s.strip()])
+    handle = load(model)
     untie_embeddings(handle)
     mrp = MRP(handle, cfg)
     measure_forms = ("blank", "qa", "paraphrase", "adversarial")

@@ -16,6 +16,7 @@ app = typer.Typer(help="Find where a concept, fact or property lives (tables, JS
 
 
 def _save(json_out: Path | None, payload: dict, plot_values=None, **plot_kw) -> None:
+    """Write `payload` to `json_out` and, given `plot_values`, a bar plot beside it."""
     if json_out is None:
         return
     json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -28,15 +29,21 @@ def _save(json_out: Path | None, payload: dict, plot_values=None, **plot_kw) -> 
 
 
 def _layers(spec: str | None) -> list[int] | None:
+    """--layers: "A-B" (inclusive) or comma-separated integers; None when not given."""
     if not spec:
         return None
-    if "-" in spec:
-        a, b = spec.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(x) for x in spec.split(",")]
+    try:
+        if "-" in spec:
+            a, b = spec.split("-")
+            return list(range(int(a), int(b) + 1))
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--layers takes A-B or comma-separated integers (e.g. 20-29 or 4,5,6), "
+                         f"got {spec!r}") from None
 
 
-def _fact(suite: str, subject: str):
+def _fact(suite: str, subject: str) -> tuple:
+    """(the fact of `suite` about `subject`, the other facts); InputError when there is none."""
     from repedit.suites import load_suite
 
     facts = load_suite(suite)
@@ -60,9 +67,11 @@ def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g
     from repedit.locate.concept_vectors import concept_vectors
     from repedit.models import load
 
+    chosen = _layers(layers)
+    target, others = _fact(validate_suite, subject) if validate_suite and subject else (None, [])
     handle = load(model)
     loc = concept_vectors(handle, concept, words.split(",") if words else None,
-                          layers=_layers(layers), n_candidates=top)
+                          layers=chosen, n_candidates=top)
     table = Table(title=f"concept vectors for {concept!r} (tokens: {', '.join(loc.concept_tokens[:8])})")
     for col in ("layer", "column", "hits@200", "best rank", "top projected tokens"):
         table.add_column(col)
@@ -71,8 +80,7 @@ def concept_vectors_cmd(concept: str = typer.Option(..., help="concept name, e.g
                       " ".join(repr(t) for t in c.top_tokens[:8]))
     console.print(table)
     payload = loc.to_dict()
-    if validate_suite and subject:
-        target, others = _fact(validate_suite, subject)
+    if target is not None:
         best = loc.candidates[0]
         check = check_columns(handle, best.layer, [best.column], [target], others[:6])
         console.print(f"causal check of layer {best.layer} column {best.column}: answer log-prob drop "
@@ -92,8 +100,8 @@ def neurons_cmd(suite: str = typer.Option("capitals"), subject: str = typer.Opti
     from repedit.locate.knowledge_neurons import knowledge_neurons
     from repedit.models import load
 
-    handle = load(model)
     fact, others = _fact(suite, subject)
+    handle = load(model)
     kn = knowledge_neurons(handle, fact)
     table = Table(title=f"knowledge neurons of {fact.id} (p = {kn.threshold_share:.2f}, {kn.seconds:.0f}s)")
     table.add_column("layer")
@@ -156,10 +164,15 @@ def probe_cmd(positive_suite: str = typer.Option("capitals"), negative_suite: st
     from repedit.sites import Site
     from repedit.suites import load_suite
 
+    try:
+        pos = [frame.format(subject=f.subject) for f in load_suite(positive_suite)]
+        neg = [frame.format(subject=f.subject) for f in load_suite(negative_suite)]
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise InputError(f"--frame {frame!r} is no format with only {{subject}} in it ({exc!r}); double other braces: "
+                         "{{ }}") from None
+    given = _layers(layers)
     handle = load(model)
-    pos = [frame.format(subject=f.subject) for f in load_suite(positive_suite)]
-    neg = [frame.format(subject=f.subject) for f in load_suite(negative_suite)]
-    chosen = _layers(layers) or list(range(0, handle.n_layers, 3))
+    chosen = given or list(range(0, handle.n_layers, 3))
     sites = [Site(layer, point) for layer in chosen]
     t0 = time.perf_counter()
     acts = capture(handle, pos + neg, sites)
@@ -202,13 +215,13 @@ def trace_cmd(suite: str = typer.Option(None, help="fact suite, e.g. capitals"),
         raise InputError("--prompt needs --answer and --subject")
     if prompt is None and not suite:
         raise InputError("pass --suite NAME [--subject S] or --prompt '...' --answer A --subject S")
-    handle = load(model)
     kw = dict(kinds=names(kinds), samples=samples, noise=noise, window=window, seed=seed, layers=_layers(layers))
+    fact = _fact(suite, subject)[0] if prompt is None and subject else None
+    handle = load(model)
     t0 = time.perf_counter()
     if prompt is not None:
         trace = causal_trace(handle, prompt, answer, subject, **kw)
-    elif subject:
-        fact, _ = _fact(suite, subject)
+    elif fact is not None:
         trace = trace_facts(handle, [fact], form, **kw).results[0]
     else:
         trace = trace_facts(handle, load_suite(suite, limit=limit), form, **kw)

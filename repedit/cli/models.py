@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
                                                                "probes/text/wiki.*"),
                      held_out: int = typer.Option(150, help="paragraphs kept aside as wiki.heldout"),
                      only: list[str] = typer.Option([], "--only", help="build only these suites")):
-        """Regenerate the fact suites from offline packages (needs the [data] extra; people-occupations needs
+        """Regenerate the fact suites from offline packages (needs the \\[data] extra; people-occupations needs
         WordNet (WORDNET_DIR), us-cities the gensim wheel)."""
         from repedit.suites import probes_dir
         from repedit.suites.build import build_all

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from repedit.errors import ConfigError, InputError
 
@@ -67,7 +68,7 @@ def _param(f: dataclasses.Field, hint: Any, doc: str, preset: bool) -> tuple[ins
         f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
     shown = ("the model's preset" if preset else "none") if default is None else _show(default)
     details = ([f"comma-separated {elem.__name__}s"] if elem is not None else []) + [f"default: {shown}"]
-    help_text = f"{doc} ({'; '.join(details)})".strip()
+    help_text = escape(f"{doc} ({'; '.join(details)})".strip())     # typer reads help as rich markup
     name = "--" + f.name.replace("_", "-")
     if base is bool:
         option = typer.Option(None, f"{name}/--no-{f.name.replace('_', '-')}", help=help_text, show_default=False)

@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from repedit.cli.common import check_subjects, make_console, styled
 from repedit.recipes.compare import FACT_METHODS, RECOVERY, compare_recipe
 from repedit.verify.quantised_weights import DEFAULT_SCHEMES
 
-console = Console(width=160) if not Console().is_terminal else Console()
+console = make_console(width=160) if not Console().is_terminal else make_console()   # no markup: see common
 
 SHOWN = [("edit", "edit"), ("family", "family"), ("forget_after", "forget"), ("neighbours_after", "neighbours"),
          ("perplexity_after", "ppl"), ("p_known_refit_after", "LOO P(known)"),
@@ -37,6 +38,7 @@ def recovery_choice(recovery: str, schemes: str) -> dict:
 
 
 def print_comparison(report: dict) -> None:
+    """The comparison table, the refused edits and the level-matched table of a run's report."""
     rows = report["comparison"]
     table = Table(title=f"{report['recipe']['name']}: forget before {rows[0]['forget_before']:.4f}" if rows else "")
     cols = [(k, label) for k, label in SHOWN if any(r.get(k) is not None for r in rows)]
@@ -52,7 +54,7 @@ def print_comparison(report: dict) -> None:
         table.add_row(*[(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "—"))) for k, _ in cols])
     console.print(table)
     for name, r in report.get("refused", {}).items():
-        console.print(f"[yellow]{name} ({r['method']}) refused:[/] {r['error']}")
+        console.print(styled(f"{name} ({r['method']}) refused:", "yellow", f" {r['error']}"))
     matched = [r for r in rows if r["family"] == "repedit"]
     if matched and any(r["family"] == "baseline" for r in rows):
         t = Table(title="level-matched: the fastest baseline reaching each repedit edit's forget level")
@@ -125,11 +127,22 @@ def register(app: typer.Typer) -> None:
         """repedit's methods and the baselines on the same targets: one table (and a full run directory)."""
         import tempfile
 
+        from repedit.errors import ConfigError, InputError, close_matches
+        from repedit.methods import METHODS
         from repedit.recipes.runner import run_recipe
-        from repedit.recipes.schema import load_recipe, parse_recipe
+        from repedit.recipes.schema import DTYPES, load_recipe, parse_recipe
 
         subjects = [s.strip() for s in forget.split(",") if s.strip()]
         names = [m.strip() for m in methods.split(",") if m.strip()]
+        for m in names or [methods]:                  # checked here: the recipe text quotes them as given
+            if m not in METHODS:
+                raise ConfigError(f"--methods: unknown method {m!r}; valid: {sorted(METHODS)} "
+                                  f"(close: {close_matches(m, METHODS, 2)})")
+        if dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if any(c in '"\\' or ord(c) < 32 or ord(c) == 127 for c in model):   # the recipe quotes it as given
+            raise InputError(f"--model {model!r} is no model id or path a recipe can name: drop its quotes, "
+                             "backslashes and control characters")
         tasks = [t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()]
         include = str(lm_eval_include.expanduser().resolve()) if lm_eval_include else None
         bench = None
@@ -140,6 +153,8 @@ def register(app: typer.Typer) -> None:
             bench = {"format": fmt, "path": str(Path(where).expanduser().resolve()), "split": benchmark_split}
         elif not subjects:
             raise typer.BadParameter("give --forget SUBJECTS (or --benchmark FORMAT:PATH)")
+        else:
+            check_subjects(suite, subjects)           # named as given (the recipe text would \u-escape them)
         chosen = recovery_choice(recovery, quant_schemes)
         text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,

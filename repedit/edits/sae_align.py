@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from repedit.edits.base import Edit, config_record
 from repedit.edits.lowrank import TrainableLowRank, sink_keys_basis
+from repedit.edits.sae_shared import SharedReferences
 from repedit.errors import ConfigError, InputError
 from repedit.fit.saes import sae_encode
 from repedit.fit.training import training_only
@@ -185,7 +186,7 @@ class _CodeRows:
 def _mean_codes(handle, sae, site: Site, templates: Sequence[tuple[str, bool]], entities: Sequence[str],
                 cache: dict | None = None) -> torch.Tensor:
     """Mean code [n_templates, d_sae] of `entities` in each template. Each (template, entity) code is computed
-    once per `cache` (a dict the targets of one build share while the model is unchanged). On models that
+    once per `cache` (`SharedReferences.codes`: one model state, one SAE and site). On models that
     pack, the missing codes come from one packed forward (each template's prefix once, no padding,
     `PackedFacts.hidden_after`); else one padded forward per kind of template (plain frames, chat forms)."""
     from repedit.forward.packed import PackedFacts, Rows, packable
@@ -247,7 +248,7 @@ def _lm_pool(handle, texts: Sequence[str] | None, cfg: SAEAlignConfig, first: in
 def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Sequence[str], *,
               retain: Sequence[str | Fact] = (), texts: Sequence[str] | None = None,
               config: SAEAlignConfig | None = None, kind: str | None = None, progress: bool = False,
-              shared: dict | None = None) -> Edit:
+              shared: dict[SharedReferences, SharedReferences] | None = None) -> Edit:
     """Train the low-rank deltas of the module docstring; returns the (unapplied) Edit.
 
     known / unknown: entity names (reference means; unknowns of the target's kind:
@@ -256,10 +257,10 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     of their `retain_forms` prompts; texts: clean text for the KL term (default wiki.train); kind: the
     target's kind when `config.frames` is None (default: the Fact's `kind`, else "entity", whose
     frames are the generic ones); the resolved frames are recorded in the Edit's config. shared: a dict
-    that several targets' calls on the same unchanged model pass (`repedit.methods` does, for
-    the targets of one build): what only the model and the config decide — reference codes per (template,
-    entity), the clean-text pool with its original distributions, the position-0 key basis — is computed
-    once. The caller keeps the model's weights unchanged between the calls that share it.
+    that several targets' calls pass (`repedit.methods` does, for the targets of one build): what only the
+    model, the SAE and the config decide — reference codes per (template, entity), the clean-text pool with its
+    original distributions, the position-0 key basis — is computed once, in a `SharedReferences` keyed by the
+    content of the model's weights and of the SAE (another SAE, or changed weights, share nothing).
     """
     from repedit.forward.text import prompt_ids
     from repedit.locate.sae_features import sae_site
@@ -295,12 +296,11 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
     t0 = time.perf_counter()
     h, templates = handle, _templates(handle, fact, cfg)
     batches, ref, pool = {}, {}, []
-    shared = {} if shared is None else shared
+    refs = SharedReferences.within(shared, h, sae, site)
     first = cfg.layers[0] if not h.is_toy else 0     # nothing below the first edited layer trains (below)
     with torch.no_grad():                                   # original codes, distributions and targets
-        codes = shared.setdefault(("codes", id(sae), site), {})
-        mu_k, mu_u = (_mean_codes(h, sae, site, templates, known, codes),
-                      _mean_codes(h, sae, site, templates, unknown, codes))
+        mu_k, mu_u = (_mean_codes(h, sae, site, templates, known, refs.codes),
+                      _mean_codes(h, sae, site, templates, unknown, refs.codes))
         scale = ((mu_k - mu_u) ** 2).sum(-1)                                       # D_t [n_t]
         batches["target"] = _CodeRows(h, templates, [name])
         if ret_names and cfg.retain_weight:
@@ -313,10 +313,10 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
                                         device=h.input_device)
             ref["facts"] = _last_logp(h, batches["facts"])
         if cfg.lm_texts and cfg.lm_weight:
-            lm_key = ("lm", tuple(texts) if texts else None, cfg.lm_tokens, cfg.lm_texts, cfg.lm_batch, first)
-            if lm_key not in shared:
-                shared[lm_key] = _lm_pool(h, texts, cfg, first)
-            pool, ref["lm"], pool_entry = shared[lm_key]
+            lm_key = (tuple(texts) if texts else None, cfg.lm_tokens, cfg.lm_texts, cfg.lm_batch, first)
+            if lm_key not in refs.pools:
+                refs.pools[lm_key] = _lm_pool(h, texts, cfg, first)
+            pool, ref["lm"], pool_entry = refs.pools[lm_key]
         got = capture(h, [f.format(name) for f in cfg.frames], [Site(l, "mlp_hidden") for l in cfg.layers])
         keys = {s.layer: got[s].float().mean(0) for s in got.acts}    # the target's mean MLP key (V's init)
         # nothing below the first edited layer trains: its input is computed once per batch and reused
@@ -349,10 +349,10 @@ def sae_align(handle, sae, target: str | Fact, known: Sequence[str], unknown: Se
             loss = loss + cfg.lm_weight * parts["lm_kl"]
         return loss, parts
 
-    sink_key = ("sink", cfg.layers, cfg.sink_energy, cfg.sink_dims, cfg.seed)
-    if cfg.sink_dims and sink_key not in shared:
-        shared[sink_key] = sink_keys_basis(h, cfg.layers, cfg.sink_energy, cfg.sink_dims, seed=cfg.seed)
-    protect = shared[sink_key] if cfg.sink_dims else {}
+    sink_key = (cfg.layers, cfg.sink_energy, cfg.sink_dims, cfg.seed)
+    if cfg.sink_dims and sink_key not in refs.sinks:
+        refs.sinks[sink_key] = sink_keys_basis(h, cfg.layers, cfg.sink_energy, cfg.sink_dims, seed=cfg.seed)
+    protect = refs.sinks[sink_key] if cfg.sink_dims else {}
     trainable = TrainableLowRank(h, cfg.layers, cfg.rank, keys, protect, cfg.seed)
     opt = torch.optim.Adam(trainable.u + trainable.v, lr=cfg.lr)
     log: list[dict[str, float]] = []

@@ -9,6 +9,7 @@
   README.md), of every tensor of the model's weight files, and the touched tensors' before/after sha256
   (manifest.json);
 - README.md: a Hugging Face model card (repedit.export.model_card).
+verification.json carries its `format_version` (repedit.formats); `read_verification` checks it.
 
 `verify_export(dir)` (repedit.export.certificate_check, re-exported here) checks them:
 1. hashes (always): every file and every stored tensor against verification.json, the touched tensors against
@@ -50,6 +51,7 @@ from repedit.export.certificate_check import (
     verify_export,
 )
 from repedit.export.directory import read_manifest
+from repedit.formats import check_format, stamped
 
 __all__ = ["TOLERANCE", "Certificate", "Mismatch", "VerifyResult", "certify_run", "read_verification",
            "verify_export", "write_certificate"]
@@ -129,7 +131,7 @@ def verification_record(export_dir: Path, manifest: dict, report: dict, edit_nam
     man_edits = [{k: v for k, v in e.items() if k != "deltas"} |
                  {"deltas": [{k: d[k] for k in ("param", "kind", "rank") if k in d} for d in e["deltas"]]}
                  for e in manifest.get("edits") or ()]
-    return {
+    return stamped("verification", {
         "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "edit": edit_name, "method": edit.get("method"), "family": edit.get("family"), "source": edit.get("source"),
         "base_model": manifest.get("base_model"), "model": recipe.get("model"), "dtype": recipe.get("dtype", "float32"),
@@ -146,7 +148,7 @@ def verification_record(export_dir: Path, manifest: dict, report: dict, edit_nam
         "tolerance": {"rule": "|recomputed - claimed| <= atol + rtol * |claimed|",
                       "atol_rtol_by_dtype": {k: list(v) for k, v in TOLERANCE.items()}},
         "verify": "repedit verify-export <this directory>",
-    }
+    })
 
 
 def _write(path: Path, text: str) -> None:
@@ -165,6 +167,7 @@ def write_certificate(export_dir: str | Path, report: dict, edit_name: str, reci
     t0 = time.perf_counter()
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
+    check_format("report", report, "the report given to write_certificate", redo="`repedit run RECIPE --force`")
     if edit_name not in (report.get("edits") or {}):
         raise InputError(f"edit {edit_name!r} is not in the report; valid: {sorted(report.get('edits') or {})}")
     report = json.loads(json.dumps(report, default=str))        # the numbers exactly as report.json holds them

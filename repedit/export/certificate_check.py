@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from repedit.export.directory import ExportError, read_manifest
+from repedit.formats import check_format
 
 VERIFICATION = "verification.json"
 CARD = "README.md"
@@ -118,14 +119,18 @@ class VerifyResult:
 
 
 def read_verification(path: str | Path) -> dict:
+    """An export's verification.json, its format version checked (repedit.formats)."""
     path = Path(path)
     if not (path / VERIFICATION).exists():
         raise ExportError(f"{path} has no {VERIFICATION}; write it with repedit.export.certificate.write_certificate "
                           "(or `repedit certify RUN_DIR` for a run directory with an export)")
     try:
-        return json.loads((path / VERIFICATION).read_text())
+        record = json.loads((path / VERIFICATION).read_text())
     except ValueError as exc:
         raise ExportError(f"{path / VERIFICATION} is not valid JSON ({exc}); it was edited by hand") from None
+    check_format("verification", record, path / VERIFICATION,
+                 redo="write the certificate again: `repedit certify RUN_DIR` (write_certificate)")
+    return record
 
 
 def _short(sha: str | None) -> str:

@@ -3,8 +3,9 @@
 Layout of the output directory:
 - model.safetensors, config.json, generation_config.json, tokenizer files: `AutoModelForCausalLM.
   from_pretrained(dir)` loads it with no repedit installed;
-- manifest.json: repedit version, base model, every edit (method, config, target, deltas and their
-  ranks), per-tensor sha256 before and after, and the logit check made after writing;
+- manifest.json: format version (repedit.formats, kind "export-manifest"), repedit version, base model,
+  every edit (method, config, target, deltas and their ranks), per-tensor sha256 before and after, and the
+  logit check made after writing;
 - the base model is named by its hub id, never by a local path (`base_model`): a packaged model by the
   hub id it was made from plus the package and version its weights came from; a hub name as given
   (with the commit it resolved to, when known); a local directory by its config's own `_name_or_path`
@@ -34,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from repedit.edits.base import DenseDelta, Edit, EditError, LowRankDelta, ProjectorDelta
 from repedit.edits.stack import EditStack
 from repedit.errors import InputError, ReprEditError
+from repedit.formats import check_format, stamped
 from repedit.forward.weights import tensor_sha256
 from repedit.version import __version__
 
@@ -183,7 +185,7 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
         if not diff <= atol:
             raise ExportError(f"reloaded logits differ from the in-memory model by {diff:.3g} (> {atol}); "
                               "nothing was written")
-        manifest = {
+        manifest = stamped("export-manifest", {
             "format": "repedit-export/1", "repedit_version": __version__, "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "base_model": base,
@@ -192,7 +194,7 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
             "check": {"texts": list(check_texts), "max_abs_logit_diff": diff, "atol": atol},
             "load": "transformers.AutoModelForCausalLM.from_pretrained(<this directory>)",
             "revert": "repedit.export.directory.revert(<this directory>) restores the original tensors exactly",
-        }
+        })
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         if out.exists():
             trash = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -208,10 +210,14 @@ def export(handle, out: str | Path, stack: EditStack | None = None, *, force: bo
 
 
 def read_manifest(path: str | Path) -> dict:
+    """An export's manifest.json, its format version checked (repedit.formats)."""
     path = Path(path)
     if not (path / "manifest.json").exists():
         raise ExportError(f"{path} is not a repedit export (no manifest.json)")
-    return json.loads((path / "manifest.json").read_text())
+    manifest = json.loads((path / "manifest.json").read_text())
+    check_format("export-manifest", manifest, path / "manifest.json",
+                 redo="export the model again: repedit.export.export, or `repedit edit ... --out DIR`")
+    return manifest
 
 
 def load_edits(path: str | Path) -> list[Edit]:

@@ -10,6 +10,12 @@ FACT_METHODS = ("rocr", "mrp", "sae-align", "ga", "npo", "rmu", "leace")
 RECOVERY = ("quantisation", "weight_diff", "extraction", "membership", "remind")   #: [attacks] keys
 
 
+
+def _toml(value) -> str:
+    """A TOML value (string, list, number) for recipe text: JSON's basic strings are TOML's, provided characters
+    outside the Basic Multilingual Plane stay as they are (JSON's ASCII escapes would write surrogate pairs)."""
+    return json.dumps(value, ensure_ascii=False)
+
 def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_steps: int, trace_prompts: int,
                    sae: str | None, quick: bool, seed: int, model: str = "smollm2-135m",
                    dtype: str = "float32", suite: str = "capitals", lm_eval_tasks: Sequence[str] = (),
@@ -36,22 +42,23 @@ def compare_recipe(forget: list[str], methods: list[str], *, name: str, relearn_
                 "npo": '{ steps = 60, lr = 3e-5, forms = ["blank", "qa", "adversarial"], retain_weight = 1.0, '
                        'stop_at = 0.02 }',
                 "rmu": "{ stop_at = 0.02 }"}
-    lines = [f'[run]\nname = "{name}"\nseed = {seed}\n', f'[model]\nid = "{model}"\ndtype = "{dtype}"\n',
-             "[targets]", f"suite = {json.dumps(suite)}",
-             "forget = [" + ", ".join(json.dumps(s) for s in forget) + "]", "retain = 10", "neighbours = 12\n",
-             *(["[targets.benchmark]", *(f"{k} = {json.dumps(v)}" for k, v in benchmark.items() if v), ""]
+    lines = [f"[run]\nname = {_toml(name)}\nseed = {int(seed)}\n",
+             f"[model]\nid = {_toml(model)}\ndtype = {_toml(dtype)}\n",
+             "[targets]", f"suite = {_toml(suite)}",
+             "forget = [" + ", ".join(_toml(s) for s in forget) + "]", "retain = 10", "neighbours = 12\n",
+             *(["[targets.benchmark]", *(f"{k} = {_toml(v)}" for k, v in benchmark.items() if v), ""]
                if benchmark else []),
              "[attacks]", f"relearn_steps = {relearn_steps}", f"trace_prompts = {trace_prompts}"]
     if sae:
-        lines.append(f"sae = {json.dumps(sae)}")
-    lines += [f"{k} = {json.dumps(v)}" for k, v in (recovery or {}).items()]
+        lines.append(f"sae = {_toml(sae)}")
+    lines += [f"{k} = {_toml(v)}" for k, v in (recovery or {}).items()]
     lines.append("")
     if lm_eval_tasks:
-        lines += ["[verify]", f"lm_eval_tasks = {json.dumps(list(lm_eval_tasks))}",
+        lines += ["[verify]", f"lm_eval_tasks = {_toml(list(lm_eval_tasks))}",
                   f"lm_eval_limit = {lm_eval_limit}"]
-        lines += [f"lm_eval_include = {json.dumps(lm_eval_include)}"] if lm_eval_include else []
+        lines += [f"lm_eval_include = {_toml(lm_eval_include)}"] if lm_eval_include else []
         lines.append("")
     for m in methods:
         cfg = quick_cfg.get(m, "{}") if quick else full_cfg.get(m, "{}")
-        lines += ["[[edit]]", f'method = "{m}"', f"config = {cfg}", ""]
+        lines += ["[[edit]]", f"method = {_toml(m)}", f"config = {cfg}", ""]
     return "\n".join(lines)

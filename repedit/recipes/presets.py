@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from repedit.data import data_dirs, resolve_sae
-from repedit.models.presets import COMMAND, FORMAT, file_name, presets_dir, source_root
+from repedit.formats import stamped
+from repedit.models.presets import COMMAND, file_name, presets_dir, source_root
 
 FORMS = ("qa", "blank", "paraphrase", "adversarial")          # as bench/rocr_layer_sweep.py
 WINDOW_STARTS = (0.10, 0.20, 0.33)                            # window starts, as fractions of n_layers
@@ -135,8 +136,8 @@ def preset_dict(model_id: str, arch: dict, rocr_rows: Sequence[dict], signature:
     settings = provenance.pop("rocr_settings", {})
     prov = {**provenance, **({"warnings": warnings} if warnings else {}), "rules": rules,
             "sweeps": {"rocr": {**settings, "rows": rows, "chosen": best["layers"]}, "signature": signature}}
-    return {"format": FORMAT, "model": model_id, "architecture": arch, "defaults": defaults, "sae": sae,
-            "provenance": prov}
+    return stamped("preset", {"model": model_id, "architecture": arch, "defaults": defaults, "sae": sae,
+                              "provenance": prov})
 
 
 def _dumps(content: dict) -> str:

@@ -10,6 +10,9 @@ import html
 import json
 from pathlib import Path
 
+from repedit.errors import InputError
+from repedit.formats import check_format
+
 COLUMNS = [("edit", "edit"), ("family", "family"), ("peak_depth", "peak depth"), ("forget_before", "forget before"),
            ("forget_after", "forget after"), ("max_loo_over_depths_after", "max LOO over depths after"),
            ("neighbours_after", "neighbours after"), ("unrelated_after", "unrelated after"),
@@ -26,6 +29,16 @@ COLUMNS = [("edit", "edit"), ("family", "family"), ("peak_depth", "peak depth"),
            ("time_ratio_to_baseline", "time ÷ fastest baseline at ≤ forget"),
            ("matched_baseline", "that baseline"), ("matched_baseline_seconds", "its seconds to that level"),
            ("matched_baseline_neighbours", "its neighbours there")]
+
+
+def read_report(run_dir: str | Path) -> dict:
+    """A run's report.json (`repedit.recipes.runner` writes it), its format version checked (repedit.formats)."""
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no report.json; run a recipe first (`repedit run RECIPE`)")
+    report = json.loads(path.read_text())
+    check_format("report", report, path, redo=f"`repedit run RECIPE --out {run_dir} --force`")
+    return report
 
 
 def _fmt(v) -> str:

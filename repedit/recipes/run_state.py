@@ -6,6 +6,9 @@ so `repedit run --resume DIR` recomputes nothing that was saved.
     state/before.json    the "before" measurement and the original-model records that are JSON
     state/edit-NN.json   the NN-th [[edit]]'s whole report entry, or its refusal
 
+Every file carries `format_version` and `repedit_version` (repedit.formats, kind "run-state"; run.json of
+older runs held the version as `version`), checked when it is read back.
+
 A fresh run also carries on with what it saved read back, so a resumed run sees exactly what an uninterrupted
 one saw. What JSON cannot hold is recomputed on the original model (runner._restore_originals). Two runs of
 one recipe and seed differ only in timing fields (`is_timing`).
@@ -22,8 +25,9 @@ import time
 from pathlib import Path
 
 from repedit.errors import InputError
+from repedit.formats import WRITES, check_format, stamped
 
-VERSION = 1
+VERSION = WRITES["run-state"]
 FACT_LISTS = ("forget", "retain", "neighbours", "unrelated")
 REFITTED = ("knownness", "benchmark_state")      # set by the first (before) measurement; recomputed on resume
 ORIG_SAVED = ("quantisation", "extraction")      # JSON original-model records (the rest is recomputed)
@@ -94,6 +98,10 @@ def _rebuild(cls, d: dict):
     return cls(**kw)
 
 
+def _afresh(run_dir: Path) -> str:
+    return f"start the run afresh: `repedit run RECIPE --out {run_dir} --force`"
+
+
 class RunState:
     """The saved stages of one run directory (see the module docstring)."""
 
@@ -102,8 +110,9 @@ class RunState:
 
     @classmethod
     def start(cls, run_dir: Path, recipe, command: str) -> RunState:
-        meta = {"version": VERSION, "recipe_hash": recipe_hash(recipe), "recipe": _settings(recipe),
-                "source": recipe.source, "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        meta = stamped("run-state", {"recipe_hash": recipe_hash(recipe), "recipe": _settings(recipe),
+                                     "source": recipe.source, "command": command,
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         state = cls(run_dir, meta)
         state.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(state.dir / "run.json", meta)
@@ -117,9 +126,7 @@ class RunState:
             raise InputError(f"{run_dir} holds no saved run state ({path} is missing): nothing to resume; start "
                              f"the run afresh with `repedit run RECIPE --out {run_dir} --force`")
         meta = json.loads(path.read_text())
-        if meta.get("version") != VERSION:
-            raise InputError(f"{path} is run state version {meta.get('version')}, this repedit writes {VERSION}; "
-                             f"start the run afresh with `repedit run RECIPE --out {run_dir} --force`")
+        check_format("run-state", meta, path, legacy="version", redo=_afresh(run_dir))
         if recipe is not None and recipe_hash(recipe) != meta["recipe_hash"]:
             changed = _differences(meta["recipe"], _settings(recipe))
             raise InputError(f"the recipe differs from the one {run_dir} was started with (changed: {changed}); "
@@ -133,7 +140,14 @@ class RunState:
 
     def _read(self, name: str):
         p = self.dir / name
-        return json.loads(p.read_text()) if p.is_file() else None
+        if not p.is_file():
+            return None
+        data = json.loads(p.read_text())
+        check_format("run-state", data, p, redo=_afresh(self.dir.parent))
+        return data
+
+    def _write(self, name: str, data: dict) -> None:
+        write_atomic(self.dir / name, stamped("run-state", data))
 
     def saved(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.json") if p.stem != "run")
@@ -158,7 +172,7 @@ class RunState:
         data["pool"] = None if res.pool is None else [k.key for k in res.pool.keys]
         data["has_benchmark"] = res.benchmark is not None
         data = plain(data)
-        write_atomic(self.dir / "targets.json", data)
+        self._write("targets.json", data)
         return self._targets(data, recipe, live=res)
 
     def targets(self, recipe):
@@ -203,7 +217,7 @@ class RunState:
     def save_before(self, before: dict, orig: dict) -> tuple[dict, dict]:
         """Save the before measurement and the JSON original records; returns both as read back."""
         data = plain({"before": before, "orig": {k: orig[k] for k in ORIG_SAVED if k in orig}})
-        write_atomic(self.dir / "before.json", data)
+        self._write("before.json", data)
         return data["before"], data["orig"]
 
     def before(self) -> tuple[dict, dict] | None:
@@ -214,7 +228,7 @@ class RunState:
     def save_edit(self, index: int, name: str, entry: dict, refused: bool = False) -> dict:
         """Save the index-th edit's report entry (or refusal); returns it as read back."""
         data = plain({"name": name, "refused": refused, "entry": entry})
-        write_atomic(self.dir / f"edit-{index:02d}.json", data)
+        self._write(f"edit-{index:02d}.json", data)
         return data["entry"]
 
     def edit(self, index: int) -> dict | None:
@@ -254,7 +268,7 @@ class Journal:
 
     def log(self, stage: str, **info) -> None:
         row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "elapsed_s": round(time.perf_counter() - self.t0, 2),
-               "peak_rss_mb": peak_rss_mb(), "stage": stage} | info
+               "peak_rss_mb": peak_rss_mb(), "stage": stage} | info | {"format_version": WRITES["journal"]}
         with self.path.open("a") as fh:
             fh.write(json.dumps(row, default=str) + "\n")
         if self.echo:

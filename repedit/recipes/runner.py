@@ -24,6 +24,7 @@ import torch
 from repedit.edits.base import PrecisionError
 from repedit.edits.stack import EditStack
 from repedit.errors import InputError
+from repedit.formats import stamped
 from repedit.methods import METHODS, Context, method_config
 from repedit.models.presets import resolve_config
 from repedit.recipes.measure import (
@@ -331,14 +332,15 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path | None = None, *, fo
             was_refused, entry = _run_edit(handle, recipe, spec, ctx, res, orig, measure, peak, journal, run_dir)
             entry = state.save_edit(i, spec.name, entry, refused=was_refused)
         (refused if was_refused else edits)[spec.name] = entry
-    report = {"recipe": recipe.to_dict(), "targets": res.to_dict(), "before": before, "edits": edits,
-              "refused": refused, "comparison": _comparison(before, edits),
-              "environment": {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                              "threads": torch.get_num_threads()},
-              "command": state.command, "wall_seconds": round(time.perf_counter() - t_all, 1)}
-    (run_dir / "resolved.json").write_text(json.dumps({"recipe": recipe.to_dict(), "targets": res.to_dict(),
-                                                       "edits": {k: v["config"] for k, v in edits.items()}},
-                                                      indent=1, default=str))
+    report = stamped("report", {
+        "recipe": recipe.to_dict(), "targets": res.to_dict(), "before": before, "edits": edits, "refused": refused,
+        "comparison": _comparison(before, edits),
+        "environment": {"repedit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads()},
+        "command": state.command, "wall_seconds": round(time.perf_counter() - t_all, 1)})
+    resolved = {"recipe": recipe.to_dict(), "targets": res.to_dict(),
+                "edits": {k: v["config"] for k, v in edits.items()}}
+    (run_dir / "resolved.json").write_text(json.dumps(stamped("resolved", resolved), indent=1, default=str))
     (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
     if recipe.export:                                   # the certificate travels with the exported weights
         from repedit.export.certificate import certify_run

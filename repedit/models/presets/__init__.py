@@ -12,9 +12,11 @@ the filled values); a value set explicitly always wins, and a config with every 
 never looks a preset up (so it runs on any model). A model without a preset raises
 `PresetNotFoundError` naming the command that builds one.
 
-Layout of a preset file (`FORMAT` 1):
+Layout of a preset file (`FORMAT` 1; files written before `repedit.formats` carry `"format": 1` instead
+of the two version fields, and still read):
 
-    {"format": 1, "model": "<id>", "architecture": {"n_layers": .., "d_model": .., "d_mlp": ..},
+    {"format_version": 1, "repedit_version": "<the repedit that wrote it>", "model": "<id>",
+     "architecture": {"n_layers": .., "d_model": .., "d_mlp": ..},
      "defaults": {"<section>": {"<field>": value, ...}, ...},   # section = a config's PRESET_SECTION
      "sae": "saes/<dir>" | null,                   # found by repedit.data.resolve_sae (checkout or wheel)
      "provenance": {"command": .., "date": .., "rules": {"<section>.<field>": "why"}, "sweeps": {..}}}
@@ -36,8 +38,9 @@ from typing import Any
 
 from repedit.data import data_dirs, find_sae
 from repedit.errors import ConfigError, ModelNotFoundError, PresetNotFoundError
+from repedit.formats import WRITES, check_format, stamped
 
-FORMAT = 1
+FORMAT = WRITES["preset"]
 COMMAND = "repedit presets build {model}"
 #: sections a preset holds and the fields of each (documentation and validation of the JSON)
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -101,9 +104,8 @@ class Preset:
     @classmethod
     def from_dict(cls, d: dict, path: Path | None = None) -> Preset:
         where = f" ({path})" if path else ""
-        if d.get("format") != FORMAT:
-            raise ConfigError(f"preset{where} has format {d.get('format')!r}; this repedit reads format {FORMAT}: "
-                              f"rebuild it with `{COMMAND.format(model=d.get('model', '<model>'))}`")
+        check_format("preset", d, path or "the preset", legacy="format",
+                     redo=f"`{COMMAND.format(model=d.get('model', '<model>'))}`")
         try:
             arch, defaults = d["architecture"], d["defaults"]
             model, n_layers, d_model = str(d["model"]), int(arch["n_layers"]), int(arch["d_model"])
@@ -119,11 +121,11 @@ class Preset:
                    sae=d.get("sae"), provenance=MappingProxyType(dict(d.get("provenance", {}))), path=path)
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "model": self.model,
+        return stamped("preset", {"model": self.model,
                 "architecture": {"n_layers": self.n_layers, "d_model": self.d_model},
                 "defaults": {s: {k: list(v) if isinstance(v, tuple) else v for k, v in vals.items()}
                              for s, vals in self.defaults.items()},
-                "sae": self.sae, "provenance": dict(self.provenance)}
+                "sae": self.sae, "provenance": dict(self.provenance)})
 
     def value(self, section: str, name: str):
         """The preset's value of `section.name` (None when this model has none)."""

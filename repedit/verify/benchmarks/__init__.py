@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from repedit.errors import InputError
+from repedit.formats import check_format
 from repedit.verify.benchmarks import editing, muse, tofu
 
 SCORERS = {"tofu": tofu.score, "muse": muse.score, "wmdp": editing.wmdp, "counterfact": editing.counterfact,
@@ -39,6 +40,8 @@ def load_reference(path: str | Path) -> dict:
         raise InputError(f"no reference file {str(p)!r}; score the retain model with `repedit benchmark score "
                          "--model <retain model> ...` and pass the JSON it writes")
     data = json.loads(p.read_text())
+    kind = "report" if isinstance(data, dict) and "edits" in data else "benchmark-score"   # a run's, or a score
+    check_format(kind, data, p, redo="score the retain model again: `repedit benchmark score ... --out FILE`")
     ref = data.get("benchmark") or (data.get("before") or {}).get("benchmark") or data
     if "format" not in ref:
         raise InputError(f"{str(p)!r} holds no benchmark numbers (no 'format'); give the JSON `repedit benchmark "
