@@ -2,13 +2,19 @@
 modes, requires_grad flags and hooks they had when loaded; a test that changed them fails at teardown,
 and the model is put back (from a copy taken at load) so that no later test inherits the change.
 
-What is compared, per parameter, is chosen to be cheap (the default suite grows by well under a minute)
-and to see every kind of write: the autograd version counter sees every in-place write through the
-parameter (`p.copy_`, `p.add_`, optimiser steps) and such a parameter is then compared in full with its
-copy (apply + revert leaves the counter moved and the bytes equal); the storage pointer sees a replaced
-tensor (`p.data = x`); the exact bit patterns of a 1-in-97 sample of the elements see writes through
-`.data`, which bypass the version counter (a rank-one change, a row or a column is always sampled: 97 is
-prime, so no row length of a real model is a multiple of it)."""
+What is compared, per parameter, is chosen to be cheap (about 10 ms per SmolLM2 handle, so the default suite
+grows by well under a minute) and to see every kind of write:
+- the autograd version counter sees every in-place write through the parameter (`p.copy_`, `p.add_`,
+  optimiser steps); such a parameter is then compared in full with its copy (apply + revert moves the counter
+  and leaves the bytes equal);
+- the storage pointer sees a replaced tensor (`p.data = x`);
+- writes through `.data` bypass the version counter: the exact bit patterns of a strided sample of the
+  elements, summed with random odd integer weights, see them. A matrix [r, c] is read every s-th element,
+  s the largest prime ≤ min(r, c) that does not divide c, so every row (c ≥ s consecutive elements) and
+  every column (r ≥ s elements c apart, c invertible mod s) holds a sampled element: a change of a whole
+  row, a whole column, or of rank one (which moves every element in general) is always seen. Vectors are
+  read whole.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +22,41 @@ from dataclasses import dataclass, field
 
 import torch
 
-STRIDE = 97
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _INT_OF = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def _sample_sum(t: torch.Tensor) -> int:
-    """Exact sum of the bit patterns of every STRIDE-th element (as integers: no rounding can hide a change)."""
+def _is_prime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+def stride_for(shape: tuple[int, ...]) -> int:
+    """The sampling stride of a parameter: 1 for a vector, else the largest prime s ≤ min(rows, columns) that
+    does not divide the row length (the leading dimensions count as rows)."""
+    if len(shape) < 2:
+        return 1
+    cols = shape[-1]
+    rows = 1
+    for n in shape[:-1]:
+        rows *= n
+    s = min(rows, cols)
+    while s > 1 and not (_is_prime(s) and cols % s):
+        s -= 1
+    return max(s, 1)
+
+
+def _sample_sum(t: torch.Tensor, stride: int, weights: torch.Tensor) -> int:
+    """A weighted sum of the bit patterns of every stride-th element, as integers (no rounding can hide a change)
+    with random odd weights (a change that moves some patterns up and others down cannot cancel out, as it
+    can in a plain sum: adding a constant to a row moves positive and negative floats' patterns oppositely)."""
     flat = t.detach().reshape(-1)
-    return int(flat.view(_INT_OF[flat.element_size()])[::STRIDE].sum(dtype=torch.int64))
+    bits = flat.view(_INT_OF[flat.element_size()])[::stride].to(torch.int64)
+    return int((bits * weights.to(bits.device)).sum())
 
 
-def _stamp(p: torch.Tensor) -> tuple[int, int, int]:
-    return (p.data_ptr(), p._version, _sample_sum(p))
+def _weights(n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randint(0, 2 ** 31, (n,), generator=gen, dtype=torch.int64, device="cpu") * 2 + 1
 
 
 @dataclass
@@ -37,6 +65,8 @@ class ModelGuard:
 
     handle: object
     names: list[str] = field(default_factory=list)
+    strides: list[int] = field(default_factory=list)
+    weights: list[torch.Tensor] = field(default_factory=list)
     stamps: list[tuple[int, int, int]] = field(default_factory=list)
     copies: dict[str, torch.Tensor] = field(default_factory=dict)
     requires_grad: list[bool] = field(default_factory=list)
@@ -47,11 +77,16 @@ class ModelGuard:
         model = self.handle.model
         params = dict(model.named_parameters())
         self.names = list(params)
-        self.stamps = [_stamp(p) for p in params.values()]
+        self.strides = [stride_for(tuple(p.shape)) for p in params.values()]
+        self.weights = [_weights(-(-p.numel() // s), i) for i, (p, s) in enumerate(zip(params.values(), self.strides))]
+        self.stamps = self._stamps(params.values())
         self.copies = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
         self.requires_grad = [p.requires_grad for p in params.values()]
         self.modes = [m.training for m in model.modules()]
         self.hooks = [tuple(len(getattr(m, d)) for d in _HOOK_DICTS) for m in model.modules()]
+
+    def _stamps(self, params) -> list[tuple[int, int, int]]:
+        return [(p.data_ptr(), p._version, _sample_sum(p, s, w)) for p, s, w in zip(params, self.strides, self.weights)]
 
     def _restore(self, name: str, p: torch.Tensor, replaced: bool) -> None:
         with torch.no_grad():
@@ -67,21 +102,21 @@ class ModelGuard:
         if list(params) != self.names:
             return [f"parameters added or removed: {sorted(set(params) ^ set(self.names))[:5]}"]
         problems = []
-        for (name, p), stamp, wanted in zip(params.items(), self.stamps, self.requires_grad):
+        stamps = self._stamps(params.values())
+        for (name, p), stamp, now, wanted in zip(params.items(), self.stamps, stamps, self.requires_grad):
             if p.grad is not None:
                 problems.append(f"{name} has a gradient left on it")
                 p.grad = None
             if p.requires_grad != wanted:
                 problems.append(f"{name}.requires_grad is {p.requires_grad}, was {wanted}")
                 p.requires_grad_(wanted)
-            now = _stamp(p)
             replaced = now[0] != stamp[0]
             changed = now[2] != stamp[2] or (
                 now[1] != stamp[1] and not torch.equal(p.detach().cpu(), self.copies[name]))
             if replaced or changed:
                 problems.append(f"{name} was replaced" if replaced else f"{name}'s values changed")
                 self._restore(name, p, replaced)
-        self.stamps = [_stamp(p) for p in params.values()]
+        self.stamps = self._stamps(params.values()) if problems else stamps
         for m, mode in zip(model.modules(), self.modes):
             if m.training != mode:
                 problems.append(f"{type(m).__name__} left in {'train' if m.training else 'eval'} mode")

@@ -23,6 +23,7 @@ def test_spilled_tensors_come_back_bit_for_bit():
     saved.close()
 
 
+@pytest.mark.real
 def test_a_whole_model_fine_tune_restores_every_weight_from_the_spill(smol, monkeypatch):
     monkeypatch.setattr(spill, "SPILL_BYTES", 1)                  # spill even a small save
     names = [n for n, _ in smol.model.named_parameters()][:6]
