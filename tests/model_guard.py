@@ -1,6 +1,7 @@
 """A guard on the session's shared models: after every test they hold the weights, gradients, train/eval
-modes, requires_grad flags and hooks they had when loaded; a test that changed them fails at teardown,
-and the model is put back (from a copy taken at load) so that no later test inherits the change.
+modes, requires_grad flags and hooks they had when loaded (transformers' own output recorders, which it
+installs on a model's first call that asks for hidden states, are part of the model); a test that changed
+them fails at teardown, and the model is put back (from a copy taken at load) so that no later test inherits the change.
 
 What is compared, per parameter, is chosen to be cheap (about 10 ms per SmolLM2 handle, so the default suite
 grows by well under a minute) and to see every kind of write:
@@ -59,6 +60,13 @@ def _weights(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 2 ** 31, (n,), generator=gen, dtype=torch.int64, device="cpu") * 2 + 1
 
 
+def _owner(fn) -> str:
+    """The module that defined a hook function (looking through functools.partial)."""
+    while hasattr(fn, "func"):
+        fn = fn.func
+    return getattr(fn, "__module__", None) or ""
+
+
 @dataclass
 class ModelGuard:
     """The state of one handle's model at load, and `check()` against it."""
@@ -71,7 +79,7 @@ class ModelGuard:
     copies: dict[str, torch.Tensor] = field(default_factory=dict)
     requires_grad: list[bool] = field(default_factory=list)
     modes: list[bool] = field(default_factory=list)
-    hooks: list[tuple[int, ...]] = field(default_factory=list)
+    hooks: list[tuple[set, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         model = self.handle.model
@@ -83,7 +91,7 @@ class ModelGuard:
         self.copies = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
         self.requires_grad = [p.requires_grad for p in params.values()]
         self.modes = [m.training for m in model.modules()]
-        self.hooks = [tuple(len(getattr(m, d)) for d in _HOOK_DICTS) for m in model.modules()]
+        self.hooks = [tuple(set(getattr(m, d)) for d in _HOOK_DICTS) for m in model.modules()]
 
     def _stamps(self, params) -> list[tuple[int, int, int]]:
         return [(p.data_ptr(), p._version, _sample_sum(p, s, w)) for p, s, w in zip(params, self.strides, self.weights)]
@@ -121,11 +129,13 @@ class ModelGuard:
             if m.training != mode:
                 problems.append(f"{type(m).__name__} left in {'train' if m.training else 'eval'} mode")
                 m.train(mode)
-        for m, counts in zip(model.modules(), self.hooks):
-            for d, n in zip(_HOOK_DICTS, counts):
+        for m, known in zip(model.modules(), self.hooks):
+            for d, keys in zip(_HOOK_DICTS, known):
                 hooks = getattr(m, d)
-                if len(hooks) != n:
-                    problems.append(f"{type(m).__name__}.{d} holds {len(hooks)} hooks, had {n}")
-                    for key in list(hooks)[n:]:
-                        del hooks[key]
+                for key in [k for k in hooks if k not in keys]:
+                    if _owner(hooks[key]).startswith("transformers."):
+                        keys.add(key)          # transformers' own output recorders, installed on first use
+                        continue
+                    problems.append(f"{type(m).__name__}.{d} holds a hook left behind ({_owner(hooks[key])})")
+                    del hooks[key]
         return problems

@@ -9,26 +9,25 @@ the manifest carries every config field. Targets are inline: five capital facts,
 A tiny model has no preset, so layers and depths are given in each method's settings.
 """
 
-import dataclasses
-import json
 
 import pytest
 import torch
 
 from conftest import TEST_DEVICE
-from repedit.edits import EditError, EditStack, LowRankDelta, applied
+from edit_contract import (  # noqa: F401  (the shared contract's tests, run on this module's cases)
+    test_apply_changes_logits_and_revert_is_bit_exact,
+    test_export_reloads_in_plain_transformers_and_reverts,
+    test_merge_equals_hook_form,
+    test_non_finite_and_mismatched_edits_leave_weights_identical,
+    test_rank_is_what_it_claims,
+)
 from repedit.edits.ablate import neuron_edit, value_vector_edit
-from repedit.edits.base import compute_dtype
-from repedit.edits.hooks import hooked
-from repedit.export.directory import ExportError, export, load_edits, read_manifest, revert
-from repedit.locate.causal import neuron_writes
 from repedit.methods import METHODS, Context, method_config
 from repedit.suites import facts_from_records
 from repedit.suites.pools import Pool, PoolKey
 
 pytestmark = pytest.mark.fast
 
-TEXTS = ["The capital of France is", "Paris is a city in", "The chemical symbol of gold is"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 NAME = "tiny-llama"
 SAE_LAYER = 2                                   # the random SAE reads resid_post of the last layer
@@ -58,7 +57,6 @@ ABLATIONS = {
     "neuron-suppress": lambda h: neuron_edit(h, {1: [3], 2: [40]}, factor=0.0),
     "neuron-amplify": lambda h: neuron_edit(h, {1: [3]}, factor=2.0),
 }
-HOOK_ATOL = 2e-4
 CASES = sorted(METHODS) + sorted(ABLATIONS)
 
 FACTS = {f.subject: f for f in facts_from_records(
@@ -174,166 +172,12 @@ def made(request, tiny_in):
     return name, dtype, edit, cfg, h
 
 
-def _weights(h):
-    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
+
+@pytest.fixture
+def float32_handle(tiny_in):
+    return lambda: tiny_in(torch.float32)
 
 
-def _logits(h):
-    batch = h.encode(TEXTS)
-    return h.logits(batch["input_ids"], batch["attention_mask"]).float()
-
-
-def _same(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_apply_changes_logits_and_revert_is_bit_exact(made):
-    _name, _dtype, edit, _cfg, h = made
-    w0, l0 = _weights(h), _logits(h)
-    stack = EditStack(h)
-    entry = stack.push(edit)
-    assert (_logits(h) - l0).abs().max() > 1e-4
-    assert set(entry.sha_before) == set(edit.params) and entry.sha_before != entry.sha_after
-    assert all(0 <= r <= 0.5 for r in entry.rounded.values())
-    stack.pop()
-    assert _same(_weights(h), w0) and torch.equal(_logits(h), l0)
-
-
-def _half_ulp_bound(value: torch.Tensor) -> torch.Tensor:
-    """Largest rounding error of writing a float32 result into `value`'s dtype, per element (+ float32's)."""
-    fi = torch.finfo(value.dtype)
-    mag = value.double().abs()
-    return mag * (fi.eps / 2 + 2.0 ** -23) * 1.01 + fi.tiny * fi.eps
-
-
-def test_rank_is_what_it_claims(made):
-    _name, dtype, edit, _cfg, h = made
-    before = {n: p.detach().clone() for n, p in h.model.named_parameters() if n in edit.params}
-    with applied(h, edit):
-        after = {n: p.detach().clone() for n, p in h.model.named_parameters() if n in edit.params}
-    for d in edit.deltas:
-        diff = after[d.param].double() - before[d.param].double()
-        if dtype == "float32":
-            assert int(torch.linalg.matrix_rank(diff, rtol=1e-6)) == d.rank == edit.rank[d.param]
-            continue
-        intended = d.change(before[d.param]).double()
-        assert compute_dtype(before[d.param]) == torch.float32
-        if isinstance(d, LowRankDelta):                                 # rank(U Vᵀ) = rank(R_U R_Vᵀ), r × r
-            small = torch.linalg.qr(d.u.double())[1] @ torch.linalg.qr(d.v.double())[1].T
-            assert int(torch.linalg.matrix_rank(small, rtol=1e-6)) == d.rank == edit.rank[d.param]
-        elif intended.ndim == 2:
-            assert int(torch.linalg.matrix_rank(intended, rtol=1e-5)) == d.rank == edit.rank[d.param]
-        assert ((diff - intended).abs() <= _half_ulp_bound(after[d.param])).all(), d.param
-
-
-_DTYPE_ERROR: dict = {}
-
-
-def dtype_error(h, tiny_in) -> tuple[float, float]:
-    """(max, mean) |logits| difference between the unedited model in h's dtype and in float32."""
-    if h.dtype not in _DTYPE_ERROR:
-        diff = (_logits(h) - _logits(tiny_in(torch.float32)).to(h.input_device)).abs()
-        _DTYPE_ERROR[h.dtype] = (float(diff.max()), float(diff.mean()))
-    return _DTYPE_ERROR[h.dtype]
-
-
-def assert_same_model(a: torch.Tensor, b: torch.Tensor, dtype: str, error: tuple[float, float] | None) -> None:
-    """float32: within 2e-4; half precision: within 3× the max and 2× the mean error the dtype costs the
-    unedited model against float32 (the rule of tests/test_edit_contract.py)."""
-    if dtype == "float32":
-        torch.testing.assert_close(a, b, atol=HOOK_ATOL, rtol=1e-4)
-        return
-    diff = (a - b).abs()
-    assert float(diff.max()) <= 3 * error[0], (float(diff.max()), error)
-    assert float(diff.mean()) <= 2 * error[1], (float(diff.mean()), error)
-
-
-def test_merge_equals_hook_form(made, tiny_in):
-    name, dtype, edit, _cfg, h = made
-    error = None if dtype == "float32" else dtype_error(h, tiny_in)
-    with applied(h, edit):
-        merged = _logits(h)
-    with hooked(h, edit):
-        hook = _logits(h)
-    assert_same_model(hook, merged, dtype, error)
-    if name.startswith("neuron"):        # and the locator's activation hook gives the same model
-        from repedit.backends.base import get_backend
-
-        writes = {}
-        for layer, units in edit.target["neurons"].items():
-            writes.update(neuron_writes(int(layer), units, edit.config["factor"]))
-        batch = h.encode(TEXTS)
-        with torch.no_grad():
-            acts = get_backend(h, "torch").run(batch["input_ids"], batch["attention_mask"], writes=writes).logits
-        assert_same_model(acts.float(), merged, dtype, error)
-
-
-def _with_last(edit, fn):
-    """The edit with fn applied to the first factor of its last delta."""
-    bad = edit.deltas[-1]
-    field_name = "u" if isinstance(bad, LowRankDelta) else "d" if hasattr(bad, "d") else "q"
-    changed = dataclasses.replace(bad, **{field_name: fn(getattr(bad, field_name).clone())})
-    return dataclasses.replace(edit, deltas=edit.deltas[:-1] + (changed,))
-
-
-def _nan_first(t):
-    t[(0,) * t.ndim] = float("nan")
-    return t
-
-
-def test_non_finite_and_mismatched_edits_leave_weights_identical(made):
-    _name, _dtype, edit, _cfg, h = made
-    w0 = _weights(h)
-    stack = EditStack(h)
-    with pytest.raises(EditError, match="non-finite"):
-        stack.push(_with_last(edit, _nan_first))
-    with pytest.raises(EditError):
-        stack.push(_with_last(edit, lambda t: t[:-1]))
-    with pytest.raises(EditError, match="made for"):
-        stack.push(dataclasses.replace(edit, model_id="gemma3-270m"))
-    assert len(stack) == 0 and _same(_weights(h), w0)
-
-
-def test_export_reloads_in_plain_transformers_and_reverts(made, tmp_path):
-    from transformers import AutoModelForCausalLM
-
-    from repedit.forward.weights import tensor_sha256
-
-    name, dtype, edit, cfg, h = made
-    w0 = _weights(h)
-    stack = EditStack(h)
-    stack.push(edit)
-    edited = _logits(h)
-    res = export(h, tmp_path / "out", stack)
-    stack.pop()
-    assert res.max_logit_diff <= 1e-5 and not list(tmp_path.glob(".out.tmp*"))
-    batch = h.encode(TEXTS)
-    placement = {} if TEST_DEVICE == "cpu" else {"device_map": {"": TEST_DEVICE}}
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out", attn_implementation="eager", **placement).eval()
-    assert next(plain.parameters()).dtype == DTYPES[dtype]             # saved and reloaded in its own dtype
-    with torch.no_grad():
-        got = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-    torch.testing.assert_close(got, edited, atol=1e-5, rtol=0)
-    man = read_manifest(tmp_path / "out")
-    base = man["base_model"]                                            # a local directory: by its name, no path
-    assert base["id"] == NAME and "source" not in base
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["_name_or_path"] == base["id"]
-    rec = man["edits"][0]
-    assert rec["method"] == edit.method and set(man["tensors"]) == set(edit.params)
-    assert all(man["tensors"][p]["dtype"] == dtype for p in edit.params)
-    assert all(d["rank"] == edit.rank[d["param"]] for d in rec["deltas"])
-    if cfg is not None:                                                 # the full config: class and every field
-        assert rec["config"]["class"] == type(cfg).__name__
-        fields = {f.name for f in dataclasses.fields(cfg)} - {"objective"}
-        assert fields <= set(rec["config"]), fields - set(rec["config"])
-    (again,) = load_edits(tmp_path / "out")                             # re-applied: the export, byte for byte
-    with applied(h, again):
-        for pname, info in man["tensors"].items():
-            assert tensor_sha256(dict(h.model.named_parameters())[pname]) == info["sha256_after"]
-    revert(tmp_path / "out", plain)                                     # exact revert on the plain model
-    params = dict(plain.named_parameters())
-    assert all(torch.equal(params[p], w0[p]) for p in man["tensors"])
-    with pytest.raises(ExportError, match="force"):
-        export(h, tmp_path / "out", None)
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["format"] == "repedit-export/1"
-    assert _same(_weights(h), w0)
+@pytest.fixture
+def export_base_id():
+    return NAME

@@ -70,7 +70,8 @@ def test_gradients_modes_flags_and_hooks_are_named_and_undone(tiny):
     tiny.model.model.layers[0].register_forward_hook(lambda m, a, o: None)
     problems = "\n".join(guard.check())
     assert f"{MATRIX} has a gradient" in problems and "train mode" in problems
-    assert "requires_grad is False" in problems and "_forward_hooks holds 1 hooks, had 0" in problems
+    assert "requires_grad is False" in problems
+    assert "_forward_hooks holds a hook left behind (test_model_guard)" in problems
     assert p.grad is None and not tiny.model.training and tiny.model.model.embed_tokens.weight.requires_grad
     assert not tiny.model.model.layers[0]._forward_hooks and guard.check() == []
 
