@@ -170,7 +170,7 @@ class PackedFacts:
 
     def residual_after(self, handle, layer: int) -> torch.Tensor:
         """Residual stream [seqs, T, d_model] after block `layer` of the packed sequences; the forward stops
-        there. Gradients are kept (inside `training.start_at`, blocks below its layer are skipped)."""
+        there. Gradients are kept (inside `forward.passes.start_at`, blocks below its layer are skipped)."""
         from repedit.forward.passes import run_until
 
         mask = self._mask(handle)

@@ -112,7 +112,7 @@ def _ig_last_token(handle, ids, target_id, layers, alphas, a_bars, entering) -> 
     that cache, each layer's hook rewriting its own m rows (rows never mix: the gradient of the summed
     probability with respect to one layer's copies is that layer's gradient). Blocks below a group's first
     layer are the same in every copy: they are skipped, the first block reading the last token's residual
-    from the plain forward (`entering[layer]` [1, 1, d_model], `training.start_at`)."""
+    from the plain forward (`entering[layer]` [1, 1, d_model], `forward.passes.start_at`)."""
     import copy
 
     from transformers import DynamicCache

@@ -177,7 +177,7 @@ def signature(handle, pool: Pool, *, contexts: Sequence[str] | Sequence[int] | N
               depths: Sequence[int] | None = None, alpha: float = ALPHA, shuffle_seeds: Sequence[int] = range(5),
               random_init: bool = True, random_seed: int = 0, writes=None, batch_size: int = 16,
               progress: bool = True) -> SignatureResult:
-    """The memorisation signature of `handle` on `pool` (screen natural pools first: `pools.screened`).
+    """The memorisation signature of `handle` on `pool` (screen natural pools first: `fit.pool_screen.screened`).
 
     random_init=True repeats the measurement on the same architecture with random weights.
     `writes` passes hook-form edits through to the capture.
