@@ -32,6 +32,10 @@ class DeviceRuleError(ReprEditError, RuntimeError):
     """A tensor was created in repedit code without saying which device it belongs on."""
 
 
+#: torch's dispatch machinery between a factory call and the frame that made it (skipped, not blamed)
+_DISPATCH = ("torch/overrides.py", "torch/utils/_python_dispatch.py", "torch/_tensor.py", "torch/_ops.py")
+
+
 def _caller() -> str | None:
     """'file:line' of the nearest repedit frame calling into torch, or None if none is repedit's."""
     frame = sys._getframe(2)
@@ -42,8 +46,8 @@ def _caller() -> str | None:
                 frame = frame.f_back
                 continue
             return f"{Path(fname).relative_to(Path(PACKAGE).parent)}:{frame.f_lineno}"
-        if "/torch/" not in fname:
-            return None                       # called from a third-party library or the user's code
+        if not fname.endswith(_DISPATCH):
+            return None                       # torch's own code (an optimiser's step), a library's or the user's
         frame = frame.f_back
     return None
 

@@ -1,5 +1,6 @@
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,12 +19,14 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, os.c
 TEST_DEVICE = os.environ.get("REPEDIT_TEST_DEVICE", "cpu")
 
 
-GUARDS: list[ModelGuard] = []
+GUARDS: list[tuple[frozenset[str], ModelGuard]] = []
+GUARD_COST = {"checks": 0, "seconds": 0.0}
 
 
-def guarded(handle):
-    """Register a session-shared handle with the guard (checked after every test)."""
-    GUARDS.append(ModelGuard(handle))
+def guarded(handle, *fixtures: str):
+    """Register a session-shared handle with the guard: checked after every test that used one of `fixtures`
+    (directly or through another fixture: pytest's fixture closure)."""
+    GUARDS.append((frozenset(fixtures), ModelGuard(handle)))
     return handle
 
 
@@ -48,6 +51,12 @@ def pytest_configure(config):
         loader.ensure_converted = refuse
 
 
+def pytest_terminal_summary(terminalreporter):
+    if GUARD_COST["checks"]:
+        terminalreporter.write_line(f"shared-model guard: {GUARD_COST['checks']} checks, "
+                                    f"{GUARD_COST['seconds']:.1f} s in all")
+
+
 def pytest_collection_modifyitems(config, items):
     """In the fast tier a test marked `real` or `slow` stays out even when its module is marked `fast`."""
     if config.getoption("markexpr", "") != "fast":
@@ -59,11 +68,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def shared_models_unchanged():
+def shared_models_unchanged(request):
     """After every test the shared handles hold what they held at load, or the test fails (and they are
     put back, so that the next test starts clean)."""
     yield
-    problems = [f"{g.handle.id} ({g.handle.dtype}): {p}" for g in GUARDS for p in g.check()]
+    used = set(request.fixturenames)
+    start = time.perf_counter()
+    problems = [f"{g.handle.id} ({g.handle.dtype}): {p}" for via, g in GUARDS if via & used for p in g.check()]
+    GUARD_COST["checks"] += sum(1 for via, _ in GUARDS if via & used)
+    GUARD_COST["seconds"] += time.perf_counter() - start
     if problems:
         pytest.fail("the test changed a shared model (restored for the next test):\n" + "\n".join(problems[:20]),
                     pytrace=False)
@@ -72,7 +85,7 @@ def shared_models_unchanged():
 @pytest.fixture(scope="session")
 def smol():
     """The real default model (converted once into the cache by `./dev test`)."""
-    return guarded(load_default())
+    return guarded(load_default(), "smol", "model_in")       # model_in(float32) hands out this one
 
 
 @pytest.fixture(scope="session")
@@ -83,14 +96,14 @@ def untied():
 
     h = load_default()
     assert untie_embeddings(h) is True
-    return guarded(h)
+    return guarded(h, "untied", "model_in")
 
 
 @pytest.fixture(scope="session")
 def toy():
     import repedit
 
-    return guarded(repedit.load("toy:memorise"))
+    return guarded(repedit.load("toy:memorise"), "toy")
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +144,7 @@ def model_in(request):
             h = load_default(dtype)
             if untied:
                 assert untie_embeddings(h) is True
-            handles[(dtype, untied)] = guarded(h)
+            handles[(dtype, untied)] = guarded(h, "model_in")
         return handles[(dtype, untied)]
 
     return get

@@ -207,10 +207,13 @@ def test_edit_rejects_bad_options_before_any_model(junk, method, pool_method, tm
     taken = tmp_path_factory.mktemp("out")
     typed(*cli("edit", method, "--forget=France", f"--out={taken}"), str(taken))       # exists, no --force
     for usage in (["edit", method, "--forget=France", f"--steps={junk}x"], ["edit", method, f"--bogus={junk}"],
-                  ["edit", method], ["edit", f"{junk}x"]):
+                  ["edit", f"{junk}x"]):
         code, out, err = cli(*usage)
         check_exit(code, out, err, allowed=(2,))
         assert "Usage:" in err and "Error:" in err, (usage, out, err)
+    code, out, err = cli("edit", method)          # no --forget: click's "missing option" or the typed error (typer
+    check_exit(code, out, err, allowed=(2,))      # before 0.2x leaves a required list option to the command)
+    assert ("Usage:" in err and "Error:" in err) or "error (InputError): --forget names no subject" in out, (out, err)
 
 
 # ----- verify-export on folders that are no export ---------------------------------------------------------

@@ -35,7 +35,8 @@ def readable_export(directory: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("verify-export")
-    def verify_export_cmd(directory: Path = typer.Argument(..., help="an export directory with verification.json"),
+    def verify_export_cmd(ctx: typer.Context,
+                          directory: Path = typer.Argument(..., help="an export directory with verification.json"),
                           recompute: bool = typer.Option(True, "--recompute/--no-recompute",
                                                          help="re-measure the forget facts and neighbours "
                                                               "(loads the model); off: hashes only"),
@@ -43,6 +44,8 @@ def register(app: typer.Typer) -> None:
                                                                 "(default cpu)")):
         """Recompute the hashes of every file and tensor and the cheap claims (forms on the targets, neighbours,
         after and before the edit); exit 1 with one line per mismatch."""
+        if directory is None:                 # typer before 0.2x leaves a missing argument to the command
+            raise typer.BadParameter("an export directory is required", ctx=ctx, param_hint="'DIRECTORY'")
         from repedit.export.certificate import verify_export
 
         readable_export(directory)

@@ -68,12 +68,20 @@ def _usage(exc: Exception) -> int:
     return code
 
 
-def _is_usage(exc: BaseException) -> bool:
-    try:                                  # typer vendors its own click; a library may raise the real one's
+def _usage_types() -> tuple[type, ...]:
+    """The usage-error classes: typer's own (newer typer vendors click and raises TyperException) and click's
+    (older typer re-exports click's; a library may raise the real click's)."""
+    kinds = [getattr(typer, "TyperException", None)]
+    try:
         from click import ClickException
+        kinds.append(ClickException)
     except ImportError:
-        ClickException = typer.TyperException         # noqa: N806
-    return isinstance(exc, (typer.TyperException, ClickException))
+        pass
+    return tuple(k for k in kinds if isinstance(k, type))
+
+
+def _is_usage(exc: BaseException) -> bool:
+    return isinstance(exc, _usage_types())
 
 
 def _traceback(exc: BaseException) -> None:
