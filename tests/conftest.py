@@ -37,18 +37,20 @@ def load_default(dtype=torch.float32):
     return repedit.load("smollm2-135m", dtype=dtype, **placement)
 
 
+def refuse_packaged(name, *a, **k):
+    """Stands in for `ensure_converted` where no packaged model may be loaded or converted (the fast tier)."""
+    raise AssertionError(f"the fast tier loads no packaged model (asked for {name!r}): mark the test "
+                         "`real` or use a tiny model (tests/tiny_models.py)")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "fast: the fast tier (`./dev test -m fast`): no packaged real model is "
                             "loaded or converted; a packaged model asked for there fails the test")
     config.addinivalue_line("markers", "real: loads a packaged real model outside the shared fixtures")
     if config.getoption("markexpr", "") == "fast" or os.environ.get("REPEDIT_NO_REAL_MODELS") == "1":
-        from repedit.models import loader
+        from repedit.models import loader, registry
 
-        def refuse(name, *a, **k):
-            raise AssertionError(f"the fast tier loads no packaged model (asked for {name!r}): mark the test "
-                                 "`real` or use a tiny model (tests/tiny_models.py)")
-
-        loader.ensure_converted = refuse
+        loader.ensure_converted = registry.ensure_converted = refuse_packaged
 
 
 def pytest_terminal_summary(terminalreporter):

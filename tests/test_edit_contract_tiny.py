@@ -13,7 +13,7 @@ A tiny model has no preset, so layers and depths are given in each method's sett
 import pytest
 import torch
 
-from conftest import TEST_DEVICE
+from conftest import TEST_DEVICE, refuse_packaged
 from edit_contract import (  # noqa: F401  (the shared contract's tests, run on this module's cases)
     test_apply_changes_logits_and_revert_is_bit_exact,
     test_export_reloads_in_plain_transformers_and_reverts,
@@ -89,15 +89,12 @@ def tiny_only(tmp_path_factory):
     import repedit.models.loader
     import repedit.models.registry
 
-    def refuse(*a, **k):
-        raise AssertionError("the fast tier must not load or convert a real model")
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REPEDIT_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setattr(repedit.models.registry, "ensure_converted", refuse)
-        mp.setattr(repedit.models.loader, "ensure_converted", refuse)
+        mp.setattr(repedit.models.registry, "ensure_converted", refuse_packaged)
+        mp.setattr(repedit.models.loader, "ensure_converted", refuse_packaged)
         yield
     torch.set_num_threads(threads)
 

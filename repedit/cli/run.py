@@ -134,13 +134,13 @@ def register(app: typer.Typer) -> None:
 
         subjects = [s.strip() for s in forget.split(",") if s.strip()]
         names = [m.strip() for m in methods.split(",") if m.strip()]
-        for m in names or [methods]:                  # checked here: the recipe text quotes them as given
+        for m in names or [methods]:                  # named as the option, before any recipe text is built
             if m not in METHODS:
                 raise ConfigError(f"--methods: unknown method {m!r}; valid: {sorted(METHODS)} "
                                   f"(close: {close_matches(m, METHODS, 2)})")
         if dtype not in DTYPES:
             raise ConfigError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        if any(c in '"\\' or ord(c) < 32 or ord(c) == 127 for c in model):   # the recipe quotes it as given
+        if any(c in '"\\' or ord(c) < 32 or ord(c) == 127 for c in model):   # no model id holds these
             raise InputError(f"--model {model!r} is no model id or path a recipe can name: drop its quotes, "
                              "backslashes and control characters")
         tasks = [t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()]
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
         elif not subjects:
             raise typer.BadParameter("give --forget SUBJECTS (or --benchmark FORMAT:PATH)")
         else:
-            check_subjects(suite, subjects)           # named as given (the recipe text would \u-escape them)
+            check_subjects(suite, subjects)           # named as given, before any model is loaded
         chosen = recovery_choice(recovery, quant_schemes)
         text = compare_recipe(subjects, names, name="compare", relearn_steps=relearn_steps,
                               trace_prompts=trace_prompts, sae=sae, quick=quick, seed=seed, model=model,
